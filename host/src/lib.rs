@@ -1,0 +1,58 @@
+//! The PipeWeave host: runs task components under wasmtime, each attempt in
+//! its own sandbox.
+//!
+//! A task is a WebAssembly component that implements the `pipeweave:task`
+//! world (see `wit/task.wit`). The [`Runner`] loads it once (compiling it,
+//! or taking the compiled artifact from its cache) and then runs attempts:
+//! each gets a fresh store with a memory limit, a wall-clock deadline
+//! enforced by epoch interruption, an empty temporary directory as its only
+//! filesystem, an empty environment, and outbound HTTP limited to the hosts
+//! the task declared. Whatever the guest does — return, fail, trap, panic,
+//! spin, exhaust memory, reach for an undeclared host — ends up in a
+//! [`RunReport`] for that attempt, and the runner carries on.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use pipeweave_host::{RunRequest, Runner, RunnerConfig};
+//!
+//! let runner = Runner::new(RunnerConfig::default())?;
+//! let task = runner.load_file("hello.wasm".as_ref()).await?;
+//! let report = runner.run(&task, RunRequest::new(serde_json::json!({"name": "Ada"}))).await?;
+//! match report.outcome {
+//!     Ok(success) => println!("{}", success.output),
+//!     Err(failure) => eprintln!("{}: {}", failure.reason, failure.message),
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Layout
+//!
+//! - [`runner`]: [`Runner`], [`LoadedTask`], [`RunRequest`], [`RunReport`]:
+//!   loading and running, and the classification of failures.
+//! - [`engine`]: the wasmtime engine and what each knob is for.
+//! - [`events`]: what a running attempt reports (logs, output, progress).
+//! - [`cancel`]: cancelling a running attempt.
+//! - [`human`]: sizes and durations written for people.
+//! - `bindings`: the generated `pipeweave:task` bindings.
+//! - `state`: the store's contents and the host functions guests call.
+//! - `sandbox`: the per-attempt directory pool.
+//! - `cache`: compiled components in memory and on disk.
+
+mod bindings;
+mod cache;
+pub mod cancel;
+pub mod engine;
+mod error;
+pub mod events;
+pub mod human;
+pub mod runner;
+mod sandbox;
+mod state;
+
+pub use cancel::CancelToken;
+pub use engine::EngineConfig;
+pub use error::{Error, Result};
+pub use events::{DiscardEvents, EventSink, RunEvent, StdStream};
+pub use runner::{Failure, LoadedTask, RunReport, RunRequest, Runner, RunnerConfig, TaskSuccess};
+pub use state::AssetRecord;

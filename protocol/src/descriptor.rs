@@ -1,0 +1,341 @@
+//! A task's descriptor: what it is called, how it is scheduled and what its
+//! sandbox must grant. A WebAssembly task returns it from `describe`; a plain
+//! HTTP worker sends it when it registers. JSON fields are camelCase and
+//! follow the spec's task options (`timeout` in seconds, `retryDelayMs`, …).
+
+use serde::{Deserialize, Serialize};
+
+use crate::outbound::{InvalidOutboundRule, OutboundRules};
+
+/// Severity of a log line, lowest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Fine-grained detail, normally hidden.
+    Trace,
+    /// Detail useful while debugging.
+    Debug,
+    /// Normal progress messages.
+    Info,
+    /// Something unexpected that was recovered from.
+    Warn,
+    /// Something failed.
+    Error,
+}
+
+impl LogLevel {
+    /// The lowercase name, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Trace => "trace",
+            Self::Debug => "debug",
+            Self::Info => "info",
+            Self::Warn => "warn",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// How an asset's bytes are to be read; it decides the content type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AssetKind {
+    /// Structured data.
+    Json,
+    /// UTF-8 text: reports, CSV.
+    Text,
+    /// Anything else.
+    Binary,
+}
+
+impl AssetKind {
+    /// The HTTP content type stored with the asset.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Json => "application/json",
+            Self::Text => "text/plain",
+            Self::Binary => "application/octet-stream",
+        }
+    }
+}
+
+/// How the delay between retries grows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RetryBackoff {
+    /// The same delay before every retry.
+    Fixed,
+    /// `min(retryDelayMs * 2^(attempt-1), maxRetryDelayMs)`.
+    #[default]
+    Exponential,
+}
+
+/// How the orchestrator derives an idempotency key when the caller gives
+/// none: from the task id, the selected parts of the input and, if asked,
+/// the code version. Declarative, so the key is computed without running
+/// the task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Idempotency {
+    /// JSON pointers into the input whose values form the key; empty means
+    /// the whole input.
+    #[serde(default)]
+    pub input_fields: Vec<String>,
+    /// Whether a new code version gives a new key.
+    #[serde(default = "default_true")]
+    pub include_code_version: bool,
+    /// How long a finished run's result is returned for a duplicate, in
+    /// seconds (the spec's `idempotencyTTL`).
+    #[serde(default = "default_idempotency_ttl")]
+    pub ttl_secs: u64,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_idempotency_ttl() -> u64 {
+    86_400
+}
+fn default_timeout() -> u32 {
+    300
+}
+fn default_retries() -> u32 {
+    3
+}
+fn default_retry_delay_ms() -> u64 {
+    1_000
+}
+fn default_max_retry_delay_ms() -> u64 {
+    86_400_000
+}
+fn default_heartbeat_interval_ms() -> u64 {
+    60_000
+}
+fn default_priority() -> i32 {
+    100
+}
+
+/// Everything the host and the orchestrator need to know about a task before
+/// running it. Defaults are the spec's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskDescriptor {
+    /// Unique task id: lowercase letters, digits, `-` and `_`, starting with
+    /// a letter, at most 64 characters.
+    pub id: String,
+    /// Human-readable description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Task ids this task may select to run next.
+    #[serde(default)]
+    pub allowed_next: Vec<String>,
+    /// Wall-clock limit of one attempt, in seconds.
+    #[serde(default = "default_timeout")]
+    pub timeout: u32,
+    /// How many times a failed attempt is retried.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// How the delay between retries grows.
+    #[serde(default)]
+    pub retry_backoff: RetryBackoff,
+    /// Base delay between retries, in milliseconds.
+    #[serde(default = "default_retry_delay_ms")]
+    pub retry_delay_ms: u64,
+    /// Upper bound on the delay between retries, in milliseconds.
+    #[serde(default = "default_max_retry_delay_ms")]
+    pub max_retry_delay_ms: u64,
+    /// How often a running attempt reports that it is alive, in milliseconds.
+    #[serde(default = "default_heartbeat_interval_ms")]
+    pub heartbeat_interval_ms: u64,
+    /// Maximum attempts running at once; 0 is unlimited.
+    #[serde(default)]
+    pub concurrency: u32,
+    /// Default queue priority; lower runs first.
+    #[serde(default = "default_priority")]
+    pub priority: i32,
+    /// Idempotent execution; `None` runs every enqueue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency: Option<Idempotency>,
+    /// Hosts the task may reach over HTTP (see [`crate::outbound`]).
+    #[serde(default)]
+    pub outbound_hosts: Vec<String>,
+    /// Names of the secrets the task may read.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// Upper bound on the task's memory in bytes; `None` takes the host's
+    /// default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_limit_bytes: Option<u64>,
+}
+
+/// A descriptor field that breaks a rule. `field` is the JSON name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DescriptorError {
+    /// A field has a value outside its rules.
+    #[error("task {task:?}: field `{field}` is invalid: {reason}")]
+    Invalid {
+        /// The task id as declared.
+        task: String,
+        /// The JSON name of the field.
+        field: &'static str,
+        /// What is wrong and what is allowed.
+        reason: String,
+    },
+    /// An outbound host entry does not parse.
+    #[error("task {task:?}: field `outboundHosts` is invalid: {source}")]
+    OutboundHost {
+        /// The task id as declared.
+        task: String,
+        /// The parse error.
+        source: InvalidOutboundRule,
+    },
+}
+
+/// Whether `id` is a valid task id (see [`TaskDescriptor::id`]).
+pub fn is_valid_task_id(id: &str) -> bool {
+    let mut bytes = id.bytes();
+    id.len() <= 64
+        && bytes.next().is_some_and(|b| b.is_ascii_lowercase())
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+fn is_valid_secret_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+impl TaskDescriptor {
+    /// A descriptor with the spec's defaults.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            description: None,
+            allowed_next: Vec::new(),
+            timeout: default_timeout(),
+            retries: default_retries(),
+            retry_backoff: RetryBackoff::default(),
+            retry_delay_ms: default_retry_delay_ms(),
+            max_retry_delay_ms: default_max_retry_delay_ms(),
+            heartbeat_interval_ms: default_heartbeat_interval_ms(),
+            concurrency: 0,
+            priority: default_priority(),
+            idempotency: None,
+            outbound_hosts: Vec::new(),
+            secrets: Vec::new(),
+            memory_limit_bytes: None,
+        }
+    }
+
+    /// The parsed outbound rules. Fails like [`Self::validate`] does.
+    pub fn outbound_rules(&self) -> Result<OutboundRules, DescriptorError> {
+        OutboundRules::parse(&self.outbound_hosts).map_err(|source| DescriptorError::OutboundHost {
+            task: self.id.clone(),
+            source,
+        })
+    }
+
+    /// Checks every rule a descriptor must keep; the first broken one is
+    /// the error.
+    pub fn validate(&self) -> Result<(), DescriptorError> {
+        let invalid = |field, reason: String| DescriptorError::Invalid {
+            task: self.id.clone(),
+            field,
+            reason,
+        };
+        if !is_valid_task_id(&self.id) {
+            return Err(invalid(
+                "id",
+                "use 1 to 64 lowercase letters, digits, '-' or '_', starting with a letter".into(),
+            ));
+        }
+        if let Some(next) = self.allowed_next.iter().find(|n| !is_valid_task_id(n)) {
+            return Err(invalid("allowedNext", format!("{next:?} is not a valid task id")));
+        }
+        if self.timeout == 0 {
+            return Err(invalid("timeout", "must be at least 1 second".into()));
+        }
+        if self.heartbeat_interval_ms == 0 {
+            return Err(invalid("heartbeatIntervalMs", "must be at least 1 ms".into()));
+        }
+        if self.max_retry_delay_ms < self.retry_delay_ms {
+            return Err(invalid(
+                "maxRetryDelayMs",
+                format!("{} is below retryDelayMs {}", self.max_retry_delay_ms, self.retry_delay_ms),
+            ));
+        }
+        if let Some(idempotency) = &self.idempotency {
+            if let Some(bad) = idempotency.input_fields.iter().find(|f| !f.starts_with('/')) {
+                return Err(invalid(
+                    "idempotency.inputFields",
+                    format!("{bad:?} is not a JSON pointer (it must start with '/')"),
+                ));
+            }
+            if idempotency.ttl_secs == 0 {
+                return Err(invalid("idempotency.ttlSecs", "must be at least 1 second".into()));
+            }
+        }
+        if let Some(bad) = self.secrets.iter().find(|s| !is_valid_secret_name(s)) {
+            return Err(invalid(
+                "secrets",
+                format!("{bad:?} is not a valid secret name (letters, digits, '-', '_', '.')"),
+            ));
+        }
+        if self.memory_limit_bytes == Some(0) {
+            return Err(invalid("memoryLimitBytes", "must be more than 0".into()));
+        }
+        self.outbound_rules().map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_uses_the_spec_names_and_defaults() {
+        let d: TaskDescriptor = serde_json::from_str(r#"{"id":"download","allowedNext":["extract"]}"#)
+            .expect("minimal descriptor parses");
+        assert_eq!(d.timeout, 300);
+        assert_eq!(d.retries, 3);
+        assert_eq!(d.retry_backoff, RetryBackoff::Exponential);
+        assert_eq!(d.heartbeat_interval_ms, 60_000);
+        assert_eq!(d.priority, 100);
+        assert_eq!(d, {
+            let mut expected = TaskDescriptor::new("download");
+            expected.allowed_next = vec!["extract".into()];
+            expected
+        });
+        let json = serde_json::to_value(&d).expect("serializes");
+        assert_eq!(json["retryDelayMs"], 1000);
+        assert_eq!(json["maxRetryDelayMs"], 86_400_000);
+    }
+
+    #[test]
+    fn validation_names_the_field_at_fault() {
+        let field_of = |d: &TaskDescriptor| match d.validate() {
+            Err(DescriptorError::Invalid { field, .. }) => field,
+            Err(DescriptorError::OutboundHost { .. }) => "outboundHosts",
+            Ok(()) => "none",
+        };
+        let ok = TaskDescriptor::new("extract-text");
+        assert_eq!(field_of(&ok), "none");
+        assert_eq!(field_of(&TaskDescriptor::new("Extract")), "id");
+        assert_eq!(field_of(&TaskDescriptor { timeout: 0, ..ok.clone() }), "timeout");
+        assert_eq!(
+            field_of(&TaskDescriptor { allowed_next: vec!["a b".into()], ..ok.clone() }),
+            "allowedNext"
+        );
+        assert_eq!(
+            field_of(&TaskDescriptor { retry_delay_ms: 10, max_retry_delay_ms: 5, ..ok.clone() }),
+            "maxRetryDelayMs"
+        );
+        assert_eq!(
+            field_of(&TaskDescriptor { outbound_hosts: vec!["x.com/path".into()], ..ok.clone() }),
+            "outboundHosts"
+        );
+        assert_eq!(field_of(&TaskDescriptor { secrets: vec![String::new()], ..ok }), "secrets");
+    }
+}

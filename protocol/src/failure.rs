@@ -1,0 +1,93 @@
+//! Why an attempt failed. The host names the reason; the orchestrator stores
+//! it with the attempt, decides about retries, and shows the next attempt
+//! its `errorCode` (the spec's `TIMEOUT`, or the code the task chose).
+
+use serde::{Deserialize, Serialize};
+
+/// Why an attempt failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureReason {
+    /// The task returned its own error; its code and retryability are the
+    /// task's.
+    TaskError,
+    /// The attempt ran longer than its timeout.
+    Timeout,
+    /// The task tried to grow its memory beyond its limit.
+    MemoryLimit,
+    /// The task recursed deeper than the wasm stack allows.
+    StackOverflow,
+    /// The task panicked.
+    Panic,
+    /// The task trapped for another reason (`unreachable`, a bad memory
+    /// access, an abort, a failed host call).
+    Trap,
+    /// The task tried to reach a host it did not declare.
+    NetworkDenied,
+    /// The output is larger than the host accepts.
+    OutputTooLarge,
+    /// The output is not valid JSON, or `runNext` names a task outside
+    /// `allowedNext`.
+    InvalidOutput,
+    /// The component does not implement the task world, or cannot be
+    /// instantiated under this host's limits.
+    InvalidComponent,
+    /// Someone cancelled the attempt.
+    Cancelled,
+}
+
+impl FailureReason {
+    /// The snake_case name used in JSON and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TaskError => "task_error",
+            Self::Timeout => "timeout",
+            Self::MemoryLimit => "memory_limit",
+            Self::StackOverflow => "stack_overflow",
+            Self::Panic => "panic",
+            Self::Trap => "trap",
+            Self::NetworkDenied => "network_denied",
+            Self::OutputTooLarge => "output_too_large",
+            Self::InvalidOutput => "invalid_output",
+            Self::InvalidComponent => "invalid_component",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// The error code later attempts see in `previousAttempts` when the
+    /// host, not the task, ended the attempt: the reason in upper case, as
+    /// the spec's `TIMEOUT`.
+    pub fn error_code(self) -> String {
+        self.as_str().to_ascii_uppercase()
+    }
+
+    /// Whether trying again may help, for failures the host decides (a
+    /// task's own error carries its own flag). Only a timeout is worth
+    /// retrying: the other reasons repeat with the same input and code.
+    pub fn host_retryable(self) -> bool {
+        matches!(self, Self::Timeout)
+    }
+}
+
+impl std::fmt::Display for FailureReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_codes_follow_the_spec() {
+        assert_eq!(FailureReason::Timeout.error_code(), "TIMEOUT");
+        assert_eq!(FailureReason::MemoryLimit.as_str(), "memory_limit");
+        assert_eq!(
+            serde_json::to_string(&FailureReason::NetworkDenied).ok().as_deref(),
+            Some("\"network_denied\"")
+        );
+        assert!(FailureReason::Timeout.host_retryable());
+        assert!(!FailureReason::Panic.host_retryable());
+    }
+}

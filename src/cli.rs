@@ -1,0 +1,110 @@
+//! Argument parsing and exit codes for `pipeweave`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::commands;
+
+/// Exit codes shared by every command.
+pub mod exit {
+    /// The command did what was asked (for `run`: the task succeeded).
+    pub const SUCCESS: u8 = 0;
+    /// The task ran and failed.
+    pub const TASK_FAILED: u8 = 1;
+    /// The command line or its inputs are wrong (bad flag, unreadable
+    /// file, invalid JSON, not a task component); nothing ran.
+    pub const USAGE: u8 = 2;
+    /// The host itself failed (for example, no sandbox directory could be
+    /// created).
+    pub const INTERNAL: u8 = 3;
+}
+
+const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  success
+  1  the task ran and failed (the reason is printed, and in --json)
+  2  usage error: bad arguments or input, unreadable file, not a task component
+  3  the host itself failed";
+
+/// PipeWeave: sandboxed WebAssembly tasks and pipelines.
+#[derive(Debug, Parser)]
+#[command(name = "pipeweave", version, about, long_about = None, after_help = EXIT_CODES_HELP)]
+pub struct Cli {
+    /// Log filter for PipeWeave's own diagnostics (not task logs), such as
+    /// `debug` or `pipeweave_host=trace`.
+    #[arg(long, env = "PIPEWEAVE_LOG", default_value = "warn", global = true)]
+    log: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Run(commands::run::RunArgs),
+}
+
+/// A command's error, carrying the exit code to end with.
+#[derive(Debug)]
+pub struct CommandError {
+    /// The exit code.
+    pub code: u8,
+    /// The error and its causes.
+    pub error: anyhow::Error,
+}
+
+impl CommandError {
+    /// A usage error (exit 2).
+    pub fn usage(error: impl Into<anyhow::Error>) -> Self {
+        Self {
+            code: exit::USAGE,
+            error: error.into(),
+        }
+    }
+
+    /// An internal error (exit 3).
+    pub fn internal(error: impl Into<anyhow::Error>) -> Self {
+        Self {
+            code: exit::INTERNAL,
+            error: error.into(),
+        }
+    }
+}
+
+/// Parses the command line, runs the command and returns its exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::INTERNAL);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => commands::run::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(CommandError { code, error }) => {
+            eprintln!("error: {error}");
+            for cause in error.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

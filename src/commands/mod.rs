@@ -1,0 +1,3 @@
+//! One module per `pipeweave` subcommand.
+
+pub(crate) mod run;

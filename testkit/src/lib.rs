@@ -1,0 +1,121 @@
+//! Test support shared by PipeWeave's test suites. Not published.
+//!
+//! Guest components are built once per test process, with the same
+//! `cargo build --release --target wasm32-wasip2` a task author runs, into
+//! their own target directory (`target/guests`), so a test suite never
+//! waits on the workspace's build lock. Compiled artifacts are cached under
+//! `target/guests/compiled`, so each guest is compiled by wasmtime once per
+//! machine rather than once per test.
+//!
+//! # Layout
+//!
+//! - [`guest`]: path of a built example guest.
+//! - [`compile_cache_dir`]: the shared compiled-component cache.
+//! - [`cargo_component`]: the `cargo-component` binary, installed into
+//!   `target/tools` on first use when it is not on `PATH`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The example guests, by the name of their `.wasm`.
+pub const GUESTS: &[&str] = &["hello", "fetch", "assets", "misbehave"];
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// Where guests are built.
+pub fn guest_target_dir() -> PathBuf {
+    workspace_root().join("target").join("guests")
+}
+
+/// The cargo that runs this test suite, or `cargo` from `PATH`.
+pub fn cargo() -> PathBuf {
+    std::env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from)
+}
+
+/// Builds every example guest once per process and returns the path of
+/// `<name>.wasm`. Panics with cargo's output if the build fails: a test
+/// cannot go on without its guest.
+#[track_caller]
+pub fn guest(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let dir = BUILT.get_or_init(build_guests);
+    let dir = match dir {
+        Ok(dir) => dir,
+        Err(output) => panic!("building the example guests failed:\n{output}"),
+    };
+    let path = dir.join(format!("{name}.wasm"));
+    assert!(path.is_file(), "no guest {name}.wasm in {}", dir.display());
+    path
+}
+
+fn build_guests() -> Result<PathBuf, String> {
+    let mut command = Command::new(cargo());
+    command
+        .current_dir(workspace_root())
+        .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+        .arg(guest_target_dir());
+    for name in GUESTS {
+        command.args(["-p", &format!("pipeweave-example-{name}")]);
+    }
+    // Flags meant for the test build itself must not leak into the guests.
+    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_TARGET", "RUSTC_WORKSPACE_WRAPPER", "RUSTC_WRAPPER", "CARGO_TARGET_DIR"] {
+        command.env_remove(var);
+    }
+    let output = command.output().map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+    }
+    Ok(guest_target_dir().join("wasm32-wasip2").join("release"))
+}
+
+/// The compiled-component cache shared by every test.
+pub fn compile_cache_dir() -> PathBuf {
+    guest_target_dir().join("compiled")
+}
+
+/// The `cargo-component` binary: from `PATH` if it is there, otherwise
+/// installed once into `target/tools` with `cargo install cargo-component
+/// --locked` (several minutes on first use).
+#[track_caller]
+pub fn cargo_component() -> PathBuf {
+    static FOUND: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match FOUND.get_or_init(find_or_install_cargo_component) {
+        Ok(path) => path.clone(),
+        Err(message) => panic!("{message}"),
+    }
+}
+
+fn find_or_install_cargo_component() -> Result<PathBuf, String> {
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("cargo-component"))
+            .find(|candidate| candidate.is_file())
+    });
+    if let Some(path) = on_path {
+        return Ok(path);
+    }
+    let root = workspace_root().join("target").join("tools");
+    let installed = root.join("bin").join("cargo-component");
+    if installed.is_file() {
+        return Ok(installed);
+    }
+    let output = Command::new(cargo())
+        .args(["install", "cargo-component", "--locked", "--root"])
+        .arg(&root)
+        .output()
+        .map_err(|e| format!("cannot run cargo install: {e}"))?;
+    if output.status.success() && installed.is_file() {
+        Ok(installed)
+    } else {
+        Err(format!(
+            "cargo-component is not on PATH and `cargo install cargo-component --locked` failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}
