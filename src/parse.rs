@@ -9,11 +9,13 @@ use anyhow::{Context, bail};
 /// `500ms`, `30s`, `2m`, `1h`; a bare number is seconds.
 pub(crate) fn duration(text: &str) -> anyhow::Result<Duration> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .with_context(|| format!("{text:?} is not a duration: use a number with ms, s, m or h, such as 30s"))?;
+    let value: f64 = number.parse().with_context(|| {
+        format!("{text:?} is not a duration: use a number with ms, s, m or h, such as 30s")
+    })?;
     let seconds = match unit.trim() {
         "ms" => value / 1000.0,
         "" | "s" => value,
@@ -31,11 +33,13 @@ pub(crate) fn duration(text: &str) -> anyhow::Result<Duration> {
 /// a unit is required.
 pub(crate) fn size(text: &str) -> anyhow::Result<u64> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: u64 = number
-        .parse()
-        .with_context(|| format!("{text:?} is not a size: use a number with a unit, such as 64MiB"))?;
+    let value: u64 = number.parse().with_context(|| {
+        format!("{text:?} is not a size: use a number with a unit, such as 64MiB")
+    })?;
     let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,

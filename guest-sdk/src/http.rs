@@ -332,10 +332,22 @@ fn send(
     headers: &[(String, String)],
     body: &[u8],
 ) -> Result<Response, HttpError> {
-    let entries: Vec<(String, Vec<u8>)> = headers
+    let mut entries: Vec<(String, Vec<u8>)> = headers
         .iter()
         .map(|(name, value)| (name.to_ascii_lowercase(), value.as_bytes().to_vec()))
         .collect();
+    // The whole body is known, so send its length rather than a chunked
+    // body, which some servers do not read.
+    let wants_length = !body.is_empty()
+        || ["POST", "PUT", "PATCH"]
+            .iter()
+            .any(|m| method.eq_ignore_ascii_case(m));
+    if wants_length && !entries.iter().any(|(name, _)| name == "content-length") {
+        entries.push((
+            "content-length".to_owned(),
+            body.len().to_string().into_bytes(),
+        ));
+    }
     let fields = Fields::from_list(&entries)
         .map_err(|e| HttpError::InvalidRequest(format!("bad or forbidden header: {e:?}")))?;
     let request = OutgoingRequest::new(fields);

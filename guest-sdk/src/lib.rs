@@ -104,12 +104,9 @@ pub use serde;
 pub use serde_json;
 
 /// Exports a [`Task`] as the component's implementation of the
-/// `pipeweave:task/task` interface. Use it once, in the task crate's
-/// `lib.rs`:
-///
-/// ```ignore
-/// pipeweave_sdk::export_task!(MyTask);
-/// ```
+/// `pipeweave:task/task` interface: `export_task!(MyTask);`, once, in the
+/// task crate's `lib.rs` (see the [crate example](crate#example)). It
+/// works in crates that `#![forbid(unsafe_code)]`.
 #[macro_export]
 macro_rules! export_task {
     ($task:ty) => {

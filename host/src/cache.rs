@@ -52,25 +52,33 @@ impl ComponentCache {
     /// The compiled component for `bytes`: from disk if a compatible
     /// artifact is there, otherwise compiled now (on a blocking thread) and
     /// written to disk.
-    pub(crate) async fn compile(&self, engine: &Engine, code_hash: &CodeHash, bytes: Vec<u8>) -> Result<Component> {
+    pub(crate) async fn compile(
+        &self,
+        engine: &Engine,
+        code_hash: &CodeHash,
+        bytes: Vec<u8>,
+    ) -> Result<Component> {
         check_is_component(&bytes)?;
-        let artifact = self.dir.as_ref().map(|dir| dir.join(artifact_name(engine, code_hash)));
+        let artifact = self
+            .dir
+            .as_ref()
+            .map(|dir| dir.join(artifact_name(engine, code_hash)));
         let engine = engine.clone();
         let code_hash = code_hash.clone();
         tokio::task::spawn_blocking(move || {
-            if let Some(path) = &artifact {
-                if let Some(component) = read_artifact(&engine, path) {
-                    tracing::debug!(code_hash = %code_hash, path = %path.display(), "compiled component from cache");
-                    return Ok(component);
-                }
+            if let Some(path) = &artifact
+                && let Some(component) = read_artifact(&engine, path)
+            {
+                tracing::debug!(code_hash = %code_hash, path = %path.display(), "compiled component from cache");
+                return Ok(component);
             }
             let started = std::time::Instant::now();
             let component = Component::new(&engine, &bytes).map_err(|e| Error::Compile(format!("{e:#}")))?;
             tracing::debug!(code_hash = %code_hash, elapsed = ?started.elapsed(), "compiled component");
-            if let Some(path) = &artifact {
-                if let Err(e) = write_artifact(&component, path) {
-                    tracing::warn!(path = %path.display(), error = %e, "cannot cache the compiled component");
-                }
+            if let Some(path) = &artifact
+                && let Err(e) = write_artifact(&component, path)
+            {
+                tracing::warn!(path = %path.display(), error = %e, "cannot cache the compiled component");
             }
             Ok(component)
         })
@@ -85,13 +93,17 @@ fn check_is_component(bytes: &[u8]) -> Result<()> {
     const MAGIC: &[u8] = b"\0asm";
     const CORE_VERSION: &[u8] = &[1, 0, 0, 0];
     match bytes.get(..8) {
-        Some(header) if header.starts_with(MAGIC) && &header[4..] == CORE_VERSION => Err(Error::Compile(
-            "this is a core WebAssembly module, not a component: build the task with \
+        Some(header) if header.starts_with(MAGIC) && &header[4..] == CORE_VERSION => {
+            Err(Error::Compile(
+                "this is a core WebAssembly module, not a component: build the task with \
              `cargo build --target wasm32-wasip2` or `cargo component build`"
-                .into(),
-        )),
+                    .into(),
+            ))
+        }
         Some(header) if header.starts_with(MAGIC) => Ok(()),
-        _ => Err(Error::Compile("the file does not start with the WebAssembly magic bytes".into())),
+        _ => Err(Error::Compile(
+            "the file does not start with the WebAssembly magic bytes".into(),
+        )),
     }
 }
 
@@ -123,9 +135,13 @@ fn read_artifact(engine: &Engine, path: &Path) -> Option<Component> {
 }
 
 fn write_artifact(component: &Component, path: &Path) -> std::io::Result<()> {
-    let dir = path.parent().ok_or_else(|| std::io::Error::other("artifact path has no parent"))?;
+    let dir = path
+        .parent()
+        .ok_or_else(|| std::io::Error::other("artifact path has no parent"))?;
     std::fs::create_dir_all(dir)?;
-    let bytes = component.serialize().map_err(|e| std::io::Error::other(e.to_string()))?;
+    let bytes = component
+        .serialize()
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     std::io::Write::write_all(&mut tmp, &bytes)?;
     tmp.persist(path).map_err(|e| e.error)?;

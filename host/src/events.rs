@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use pipeweave_protocol::LogLevel;
 use tokio::io::AsyncWrite;
-use bytes::Bytes;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
@@ -102,7 +102,9 @@ impl LogBudget {
         }
         let fits = self
             .remaining
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(bytes))
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(bytes)
+            })
             .is_ok();
         if fits {
             Ok(())
@@ -140,7 +142,9 @@ pub(crate) struct CapturedStream {
 
 impl std::fmt::Debug for CapturedStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CapturedStream").field("stream", &self.stream).finish_non_exhaustive()
+        f.debug_struct("CapturedStream")
+            .field("stream", &self.stream)
+            .finish_non_exhaustive()
     }
 }
 
@@ -155,7 +159,9 @@ impl CapturedStream {
     }
 
     fn emit(&self, line: &[u8]) {
-        let line = String::from_utf8_lossy(line).trim_end_matches('\r').to_owned();
+        let line = String::from_utf8_lossy(line)
+            .trim_end_matches('\r')
+            .to_owned();
         let bytes = line.len() + 1;
         emit_line(
             self.sink.as_ref(),
@@ -188,7 +194,11 @@ impl CapturedStream {
 
     /// Emits a last line that had no newline.
     pub(crate) fn flush_partial(&self) {
-        let rest = self.partial.lock().map(|mut p| std::mem::take(&mut *p)).unwrap_or_default();
+        let rest = self
+            .partial
+            .lock()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default();
         if !rest.is_empty() {
             self.emit(&rest);
         }
@@ -234,7 +244,11 @@ impl OutputStream for CapturedStream {
 }
 
 impl AsyncWrite for CapturedStream {
-    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.push(buf);
         Poll::Ready(Ok(buf.len()))
     }
@@ -265,7 +279,11 @@ mod tests {
     #[test]
     fn output_is_split_into_lines_and_cut_at_the_budget() {
         let sink = Arc::new(Collect::default());
-        let stream = CapturedStream::new(StdStream::Stdout, sink.clone(), Arc::new(LogBudget::new(12)));
+        let stream = CapturedStream::new(
+            StdStream::Stdout,
+            sink.clone(),
+            Arc::new(LogBudget::new(12)),
+        );
         stream.push(b"one\ntw");
         stream.push(b"o\nthree\nfour\n");
         stream.flush_partial();
@@ -276,7 +294,11 @@ mod tests {
         };
         assert_eq!(
             events,
-            vec![line("one"), line("two"), RunEvent::LogTruncated { limit_bytes: 12 }]
+            vec![
+                line("one"),
+                line("two"),
+                RunEvent::LogTruncated { limit_bytes: 12 }
+            ]
         );
     }
 }

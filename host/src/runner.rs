@@ -16,8 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pipeweave_protocol::{
-    CodeHash, FailureReason, OutboundRules, PreviousAttempt, RetryBackoff,
-    TaskDescriptor,
+    CodeHash, FailureReason, OutboundRules, PreviousAttempt, RetryBackoff, TaskDescriptor,
 };
 use serde_json::Value;
 use wasmtime::component::{HasSelf, Linker};
@@ -29,8 +28,8 @@ use crate::cache::ComponentCache;
 use crate::cancel::CancelToken;
 use crate::engine::{EngineConfig, TaskEngine};
 use crate::error::{Error, Result};
-use crate::human::{format_bytes, format_duration};
 use crate::events::{CapturedStream, DiscardEvents, EventSink, LogBudget, StdStream};
+use crate::human::{format_bytes, format_duration};
 use crate::sandbox::{SandboxDir, SandboxPool};
 use crate::state::{ASSETS_DIR, AssetRecord, Interrupt, TaskState, TaskStateParts};
 
@@ -238,7 +237,8 @@ impl RunReport {
     /// resolved inside the sandbox, so a link the guest left cannot point
     /// the host elsewhere.
     pub fn open_asset(&self, key: &str) -> std::io::Result<std::fs::File> {
-        let not_found = || std::io::Error::new(std::io::ErrorKind::NotFound, format!("no asset {key:?}"));
+        let not_found =
+            || std::io::Error::new(std::io::ErrorKind::NotFound, format!("no asset {key:?}"));
         if !self.assets.iter().any(|a| a.key == key) {
             return Err(not_found());
         }
@@ -271,7 +271,9 @@ pub struct Runner {
 
 impl std::fmt::Debug for Runner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runner").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Runner")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -280,7 +282,8 @@ impl Runner {
     pub fn new(config: RunnerConfig) -> Result<Self> {
         let engine = TaskEngine::new(config.engine.clone())?;
         let mut linker = Linker::new(engine.engine());
-        let link_error = |e: wasmtime::Error| Error::Engine(format!("cannot link host functions: {e}"));
+        let link_error =
+            |e: wasmtime::Error| Error::Engine(format!("cannot link host functions: {e}"));
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link_error)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(link_error)?;
         runtime::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state).map_err(link_error)?;
@@ -320,7 +323,10 @@ impl Runner {
             return Ok(task);
         }
         let size_bytes = bytes.len();
-        let component = self.cache.compile(self.engine.engine(), &code_hash, bytes).await?;
+        let component = self
+            .cache
+            .compile(self.engine.engine(), &code_hash, bytes)
+            .await?;
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
@@ -361,7 +367,12 @@ impl Runner {
         };
         let descriptor = tokio::time::timeout(self.config.describe_timeout, call)
             .await
-            .map_err(|_| Error::Describe(format!("did not return within {:?}", self.config.describe_timeout)))?
+            .map_err(|_| {
+                Error::Describe(format!(
+                    "did not return within {:?}",
+                    self.config.describe_timeout
+                ))
+            })?
             .map_err(|e| Error::Describe(format!("{e:#}")))?;
         Ok(from_wit_descriptor(descriptor))
     }
@@ -397,8 +408,16 @@ impl Runner {
 
         let sandbox = self.sandboxes.acquire()?;
         let budget = Arc::new(LogBudget::new(self.config.max_log_bytes));
-        let stdout = CapturedStream::new(StdStream::Stdout, Arc::clone(&request.events), Arc::clone(&budget));
-        let stderr = CapturedStream::new(StdStream::Stderr, Arc::clone(&request.events), Arc::clone(&budget));
+        let stdout = CapturedStream::new(
+            StdStream::Stdout,
+            Arc::clone(&request.events),
+            Arc::clone(&budget),
+        );
+        let stderr = CapturedStream::new(
+            StdStream::Stderr,
+            Arc::clone(&request.events),
+            Arc::clone(&budget),
+        );
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(stdout.clone())
             .stderr(stderr.clone())
@@ -432,7 +451,11 @@ impl Runner {
             code_version: request.code_version,
             code_hash: task.code_hash.to_string(),
             input: request.input.to_string(),
-            upstream: request.upstream.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
+            upstream: request
+                .upstream
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_string()))
+                .collect(),
             previous_attempts: request
                 .previous_attempts
                 .into_iter()
@@ -495,9 +518,14 @@ impl Runner {
         let interrupted = |interrupt| match interrupt {
             Interrupt::Timeout => Failure::host(
                 FailureReason::Timeout,
-                format!("the task ran longer than its timeout of {}", format_duration(timeout)),
+                format!(
+                    "the task ran longer than its timeout of {}",
+                    format_duration(timeout)
+                ),
             ),
-            Interrupt::Cancelled => Failure::host(FailureReason::Cancelled, "the attempt was cancelled"),
+            Interrupt::Cancelled => {
+                Failure::host(FailureReason::Cancelled, "the attempt was cancelled")
+            }
         };
         let denied = |message: String| {
             let mut failure = Failure::host(FailureReason::NetworkDenied, message);
@@ -510,7 +538,10 @@ impl Runner {
                 if state.limiter.hit {
                     Err(Failure::host(
                         FailureReason::MemoryLimit,
-                        format!("the task needs more memory than its limit of {} to start", format_bytes(memory_limit)),
+                        format!(
+                            "the task needs more memory than its limit of {} to start",
+                            format_bytes(memory_limit)
+                        ),
                     ))
                 } else {
                     Err(Failure::host(
@@ -530,18 +561,36 @@ impl Runner {
                 let mut failure = if state.limiter.hit {
                     Failure::host(
                         FailureReason::MemoryLimit,
-                        format!("the task exceeded its memory limit of {}", format_bytes(memory_limit)),
+                        format!(
+                            "the task exceeded its memory limit of {}",
+                            format_bytes(memory_limit)
+                        ),
                     )
                 } else if let Some(message) = &state.panic_message {
-                    Failure::host(FailureReason::Panic, format!("the task panicked: {message}"))
-                } else if trap == Some(Trap::StackOverflow) || looks_like_shadow_stack_overflow(trap, &error) {
-                    Failure::host(FailureReason::StackOverflow, "the task overflowed its stack")
+                    Failure::host(
+                        FailureReason::Panic,
+                        format!("the task panicked: {message}"),
+                    )
+                } else if trap == Some(Trap::StackOverflow)
+                    || looks_like_shadow_stack_overflow(trap, &error)
+                {
+                    Failure::host(
+                        FailureReason::StackOverflow,
+                        "the task overflowed its stack",
+                    )
                 } else if !state.outbound.denied.is_empty() {
-                    denied(format!("the task trapped after a request to an undeclared host: {error}"))
+                    denied(format!(
+                        "the task trapped after a request to an undeclared host: {error}"
+                    ))
                 } else {
-                    Failure::host(FailureReason::Trap, format!("the task trapped: {}", trap_message(&error, trap)))
+                    Failure::host(
+                        FailureReason::Trap,
+                        format!("the task trapped: {}", trap_message(&error, trap)),
+                    )
                 };
-                failure.details = failure.details.or(backtrace.map(|bt| serde_json::json!({ "backtrace": bt })));
+                failure.details = failure
+                    .details
+                    .or(backtrace.map(|bt| serde_json::json!({ "backtrace": bt })));
                 Err(failure)
             }
             CallEnd::Returned(Err(task_error)) => {
@@ -580,14 +629,19 @@ impl Runner {
                     ));
                 }
                 let output: Value = serde_json::from_str(&result.output).map_err(|e| {
-                    Failure::host(FailureReason::InvalidOutput, format!("the output is not valid JSON: {e}"))
+                    Failure::host(
+                        FailureReason::InvalidOutput,
+                        format!("the output is not valid JSON: {e}"),
+                    )
                 })?;
                 if let Some(next) = &result.run_next {
                     let allowed = &task.descriptor.allowed_next;
                     if let Some(bad) = next.iter().find(|n| !allowed.contains(n)) {
                         return Err(Failure::host(
                             FailureReason::InvalidOutput,
-                            format!("runNext selects {bad:?}, which is not in allowedNext {allowed:?}"),
+                            format!(
+                                "runNext selects {bad:?}, which is not in allowedNext {allowed:?}"
+                            ),
                         ));
                     }
                 }
@@ -615,13 +669,21 @@ enum CallEnd {
     Interrupted(Interrupt),
 }
 
-async fn call_run(pre: &TaskWorldPre<TaskState>, store: &mut Store<TaskState>, context: &types::Context) -> CallEnd {
+async fn call_run(
+    pre: &TaskWorldPre<TaskState>,
+    store: &mut Store<TaskState>,
+    context: &types::Context,
+) -> CallEnd {
     let world: TaskWorld = match pre.instantiate_async(&mut *store).await {
         Ok(world) => world,
         Err(e) if e.downcast_ref::<Trap>().is_some() => return CallEnd::Trapped(e),
         Err(e) => return CallEnd::Instantiate(e),
     };
-    match world.pipeweave_task_task().call_run(&mut *store, context).await {
+    match world
+        .pipeweave_task_task()
+        .call_run(&mut *store, context)
+        .await
+    {
         Ok(result) => CallEnd::Returned(result),
         Err(e) => CallEnd::Trapped(e),
     }
@@ -634,12 +696,20 @@ fn verify_assets(state: &TaskState) -> std::result::Result<(), String> {
         return Ok(());
     }
     let sandbox = state.sandbox.as_ref().ok_or("the attempt has no sandbox")?;
-    let dir = sandbox.open().map_err(|e| format!("cannot open the sandbox: {e}"))?;
+    let dir = sandbox
+        .open()
+        .map_err(|e| format!("cannot open the sandbox: {e}"))?;
     for asset in &state.assets {
         let path = Path::new(ASSETS_DIR).join(&asset.key);
         match dir.symlink_metadata(&path) {
             Ok(m) if m.is_file() => {}
-            _ => return Err(format!("asset {:?} is no longer a regular file at /{}", asset.key, path.display())),
+            _ => {
+                return Err(format!(
+                    "asset {:?} is no longer a regular file at /{}",
+                    asset.key,
+                    path.display()
+                ));
+            }
         }
     }
     Ok(())
@@ -666,9 +736,10 @@ fn looks_like_shadow_stack_overflow(trap: Option<Trap>, error: &wasmtime::Error)
         return false;
     };
     frames.len() >= MIN_REPEATED_FRAMES
-        && rest
-            .iter()
-            .all(|frame| frame.func_index() == first.func_index() && frame.module().name() == first.module().name())
+        && rest.iter().all(|frame| {
+            frame.func_index() == first.func_index()
+                && frame.module().name() == first.module().name()
+        })
 }
 
 fn trap_message(error: &wasmtime::Error, trap: Option<Trap>) -> String {

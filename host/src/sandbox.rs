@@ -104,13 +104,12 @@ impl SandboxDir {
 impl Drop for SandboxDir {
     fn drop(&mut self) {
         let empty = std::fs::read_dir(&self.path).is_ok_and(|mut entries| entries.next().is_none());
-        if empty {
-            if let Ok(mut idle) = self.pool.idle.lock() {
-                if idle.len() < self.pool.max_idle {
-                    idle.push(std::mem::take(&mut self.path));
-                    return;
-                }
-            }
+        if empty
+            && let Ok(mut idle) = self.pool.idle.lock()
+            && idle.len() < self.pool.max_idle
+        {
+            idle.push(std::mem::take(&mut self.path));
+            return;
         }
         if let Err(e) = std::fs::remove_dir_all(&self.path) {
             tracing::warn!(path = %self.path.display(), error = %e, "cannot remove a sandbox directory");
@@ -135,7 +134,11 @@ mod tests {
         assert!(!first_path.exists(), "a sandbox with files is removed");
         let third = pool.acquire().map_err(std::io::Error::other)?;
         assert_ne!(third.path(), first_path);
-        assert_eq!(std::fs::read_dir(third.path())?.count(), 0, "every sandbox starts empty");
+        assert_eq!(
+            std::fs::read_dir(third.path())?.count(),
+            0,
+            "every sandbox starts empty"
+        );
         Ok(())
     }
 }

@@ -54,7 +54,12 @@ impl MemoryLimiter {
 const MAX_TABLE_ELEMENTS: usize = 1_000_000;
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         let growth = desired.saturating_sub(current) as u64;
         if self.used.saturating_add(growth) > self.limit {
             self.hit = true;
@@ -65,7 +70,12 @@ impl ResourceLimiter for MemoryLimiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= MAX_TABLE_ELEMENTS)
     }
 }
@@ -221,15 +231,24 @@ impl TaskState {
     fn sandbox_dir(&mut self) -> Result<&Dir, String> {
         if self.sandbox_dir.is_none() {
             let sandbox = self.sandbox.as_ref().ok_or("this call has no sandbox")?;
-            let dir = sandbox.open().map_err(|e| format!("cannot open the sandbox: {e}"))?;
+            let dir = sandbox
+                .open()
+                .map_err(|e| format!("cannot open the sandbox: {e}"))?;
             self.sandbox_dir = Some(dir);
         }
-        self.sandbox_dir.as_ref().ok_or_else(|| "cannot open the sandbox".to_owned())
+        self.sandbox_dir
+            .as_ref()
+            .ok_or_else(|| "cannot open the sandbox".to_owned())
     }
 
     fn emit_log(&self, level: LogLevel, message: String) {
         let bytes = message.len() + 1;
-        emit_line(self.sink.as_ref(), &self.budget, bytes, RunEvent::Log { level, message });
+        emit_line(
+            self.sink.as_ref(),
+            &self.budget,
+            bytes,
+            RunEvent::Log { level, message },
+        );
     }
 }
 
@@ -258,7 +277,9 @@ pub(crate) fn is_valid_asset_key(key: &str) -> bool {
     !key.is_empty()
         && key.len() <= 128
         && !key.starts_with('.')
-        && key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
 }
 
 /// Turns a guest path (absolute from the sandbox root, or relative to it)
@@ -304,30 +325,45 @@ impl runtime::Host for TaskState {
     fn progress(&mut self, percent: u8, message: Option<String>) {
         let bytes = message.as_ref().map_or(0, String::len) + 8;
         let percent = percent.min(100);
-        emit_line(self.sink.as_ref(), &self.budget, bytes, RunEvent::Progress { percent, message });
+        emit_line(
+            self.sink.as_ref(),
+            &self.budget,
+            bytes,
+            RunEvent::Progress { percent, message },
+        );
     }
 
-    fn add_asset(&mut self, key: String, kind: types::AssetKind, path: String) -> Result<u64, types::AssetError> {
+    fn add_asset(
+        &mut self,
+        key: String,
+        kind: types::AssetKind,
+        path: String,
+    ) -> Result<u64, types::AssetError> {
         use types::AssetError;
         if !is_valid_asset_key(&key) {
             return Err(AssetError::InvalidKey(format!(
                 "{key:?}: use 1 to 128 letters, digits, '.', '-' or '_', not starting with '.'"
             )));
         }
-        let from = sandbox_relative(&path)
-            .ok_or_else(|| AssetError::InvalidPath(format!("{path:?} does not name a file inside the sandbox")))?;
+        let from = sandbox_relative(&path).ok_or_else(|| {
+            AssetError::InvalidPath(format!("{path:?} does not name a file inside the sandbox"))
+        })?;
         let to = Path::new(ASSETS_DIR).join(&key);
         let dir = self.sandbox_dir().map_err(AssetError::Io)?;
         let metadata = dir
             .symlink_metadata(&from)
             .map_err(|e| AssetError::InvalidPath(format!("{path:?}: {e}")))?;
         if !metadata.is_file() {
-            return Err(AssetError::InvalidPath(format!("{path:?} is not a regular file")));
+            return Err(AssetError::InvalidPath(format!(
+                "{path:?} is not a regular file"
+            )));
         }
         if from != to {
             dir.create_dir_all(ASSETS_DIR)
                 .and_then(|()| dir.rename(&from, dir, &to))
-                .map_err(|e| AssetError::Io(format!("cannot move {path:?} to /{}: {e}", to.display())))?;
+                .map_err(|e| {
+                    AssetError::Io(format!("cannot move {path:?} to /{}: {e}", to.display()))
+                })?;
         }
         let size = metadata.len();
         let record = AssetRecord {
@@ -346,7 +382,9 @@ impl runtime::Host for TaskState {
     fn asset_path(&mut self, key: String) -> Result<String, types::AssetError> {
         use types::AssetError;
         if !is_valid_asset_key(&key) {
-            return Err(AssetError::InvalidKey(format!("{key:?} is not a valid asset key")));
+            return Err(AssetError::InvalidKey(format!(
+                "{key:?} is not a valid asset key"
+            )));
         }
         if self.assets.iter().any(|a| a.key == key) {
             return Ok(format!("/{ASSETS_DIR}/{key}"));
@@ -367,12 +405,13 @@ impl runtime::Host for TaskState {
             std::io::copy(&mut from, &mut to)?;
             Ok(())
         };
-        copy().map_err(|e| AssetError::Io(format!("cannot provide upstream asset {key:?}: {e}")))?;
+        copy()
+            .map_err(|e| AssetError::Io(format!("cannot provide upstream asset {key:?}: {e}")))?;
         Ok(guest_path)
     }
 
     fn secret(&mut self, name: String) -> Result<String, types::SecretError> {
-        if !self.declared_secrets.iter().any(|declared| *declared == name) {
+        if !self.declared_secrets.contains(&name) {
             return Err(types::SecretError::NotDeclared(name));
         }
         self.secrets
@@ -393,8 +432,14 @@ mod tests {
 
     #[test]
     fn guest_paths_stay_inside_the_sandbox() {
-        assert_eq!(sandbox_relative("/assets/a.txt"), Some(PathBuf::from("assets/a.txt")));
-        assert_eq!(sandbox_relative("scratch.bin"), Some(PathBuf::from("scratch.bin")));
+        assert_eq!(
+            sandbox_relative("/assets/a.txt"),
+            Some(PathBuf::from("assets/a.txt"))
+        );
+        assert_eq!(
+            sandbox_relative("scratch.bin"),
+            Some(PathBuf::from("scratch.bin"))
+        );
         assert_eq!(sandbox_relative("./x/./y"), Some(PathBuf::from("x/y")));
         assert_eq!(sandbox_relative("/../etc/passwd"), None);
         assert_eq!(sandbox_relative("a/../../b"), None);

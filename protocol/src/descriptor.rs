@@ -252,29 +252,45 @@ impl TaskDescriptor {
             ));
         }
         if let Some(next) = self.allowed_next.iter().find(|n| !is_valid_task_id(n)) {
-            return Err(invalid("allowedNext", format!("{next:?} is not a valid task id")));
+            return Err(invalid(
+                "allowedNext",
+                format!("{next:?} is not a valid task id"),
+            ));
         }
         if self.timeout == 0 {
             return Err(invalid("timeout", "must be at least 1 second".into()));
         }
         if self.heartbeat_interval_ms == 0 {
-            return Err(invalid("heartbeatIntervalMs", "must be at least 1 ms".into()));
+            return Err(invalid(
+                "heartbeatIntervalMs",
+                "must be at least 1 ms".into(),
+            ));
         }
         if self.max_retry_delay_ms < self.retry_delay_ms {
             return Err(invalid(
                 "maxRetryDelayMs",
-                format!("{} is below retryDelayMs {}", self.max_retry_delay_ms, self.retry_delay_ms),
+                format!(
+                    "{} is below retryDelayMs {}",
+                    self.max_retry_delay_ms, self.retry_delay_ms
+                ),
             ));
         }
         if let Some(idempotency) = &self.idempotency {
-            if let Some(bad) = idempotency.input_fields.iter().find(|f| !f.starts_with('/')) {
+            if let Some(bad) = idempotency
+                .input_fields
+                .iter()
+                .find(|f| !f.starts_with('/'))
+            {
                 return Err(invalid(
                     "idempotency.inputFields",
                     format!("{bad:?} is not a JSON pointer (it must start with '/')"),
                 ));
             }
             if idempotency.ttl_secs == 0 {
-                return Err(invalid("idempotency.ttlSecs", "must be at least 1 second".into()));
+                return Err(invalid(
+                    "idempotency.ttlSecs",
+                    "must be at least 1 second".into(),
+                ));
             }
         }
         if let Some(bad) = self.secrets.iter().find(|s| !is_valid_secret_name(s)) {
@@ -296,8 +312,9 @@ mod tests {
 
     #[test]
     fn json_uses_the_spec_names_and_defaults() {
-        let d: TaskDescriptor = serde_json::from_str(r#"{"id":"download","allowedNext":["extract"]}"#)
-            .expect("minimal descriptor parses");
+        let d: TaskDescriptor =
+            serde_json::from_str(r#"{"id":"download","allowedNext":["extract"]}"#)
+                .expect("minimal descriptor parses");
         assert_eq!(d.timeout, 300);
         assert_eq!(d.retries, 3);
         assert_eq!(d.retry_backoff, RetryBackoff::Exponential);
@@ -323,19 +340,41 @@ mod tests {
         let ok = TaskDescriptor::new("extract-text");
         assert_eq!(field_of(&ok), "none");
         assert_eq!(field_of(&TaskDescriptor::new("Extract")), "id");
-        assert_eq!(field_of(&TaskDescriptor { timeout: 0, ..ok.clone() }), "timeout");
         assert_eq!(
-            field_of(&TaskDescriptor { allowed_next: vec!["a b".into()], ..ok.clone() }),
+            field_of(&TaskDescriptor {
+                timeout: 0,
+                ..ok.clone()
+            }),
+            "timeout"
+        );
+        assert_eq!(
+            field_of(&TaskDescriptor {
+                allowed_next: vec!["a b".into()],
+                ..ok.clone()
+            }),
             "allowedNext"
         );
         assert_eq!(
-            field_of(&TaskDescriptor { retry_delay_ms: 10, max_retry_delay_ms: 5, ..ok.clone() }),
+            field_of(&TaskDescriptor {
+                retry_delay_ms: 10,
+                max_retry_delay_ms: 5,
+                ..ok.clone()
+            }),
             "maxRetryDelayMs"
         );
         assert_eq!(
-            field_of(&TaskDescriptor { outbound_hosts: vec!["x.com/path".into()], ..ok.clone() }),
+            field_of(&TaskDescriptor {
+                outbound_hosts: vec!["x.com/path".into()],
+                ..ok.clone()
+            }),
             "outboundHosts"
         );
-        assert_eq!(field_of(&TaskDescriptor { secrets: vec![String::new()], ..ok }), "secrets");
+        assert_eq!(
+            field_of(&TaskDescriptor {
+                secrets: vec![String::new()],
+                ..ok
+            }),
+            "secrets"
+        );
     }
 }

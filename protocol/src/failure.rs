@@ -84,7 +84,9 @@ mod tests {
         assert_eq!(FailureReason::Timeout.error_code(), "TIMEOUT");
         assert_eq!(FailureReason::MemoryLimit.as_str(), "memory_limit");
         assert_eq!(
-            serde_json::to_string(&FailureReason::NetworkDenied).ok().as_deref(),
+            serde_json::to_string(&FailureReason::NetworkDenied)
+                .ok()
+                .as_deref(),
             Some("\"network_denied\"")
         );
         assert!(FailureReason::Timeout.host_retryable());

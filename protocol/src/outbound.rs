@@ -141,7 +141,10 @@ impl FromStr for OutboundRule {
             }
             let port = match after {
                 "" => None,
-                p => Some(p.strip_prefix(':').ok_or_else(|| invalid("expected ':' after ']'"))?),
+                p => Some(
+                    p.strip_prefix(':')
+                        .ok_or_else(|| invalid("expected ':' after ']'"))?,
+                ),
             };
             (inside.to_owned(), port)
         } else {
@@ -229,7 +232,9 @@ impl Serialize for OutboundRule {
 
 impl<'de> Deserialize<'de> for OutboundRule {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -270,7 +275,16 @@ mod tests {
     #[test]
     fn ip_literal_tricks_do_not_match_a_declared_address() {
         let r = rules(&["127.0.0.1:*"]);
-        for trick in ["2130706433", "127.1", "0x7f.0.0.1", "127.000.000.001", "::ffff:127.0.0.1", "[::ffff:127.0.0.1]", "localhost", ""] {
+        for trick in [
+            "2130706433",
+            "127.1",
+            "0x7f.0.0.1",
+            "127.000.000.001",
+            "::ffff:127.0.0.1",
+            "[::ffff:127.0.0.1]",
+            "localhost",
+            "",
+        ] {
             assert!(!r.allows("http", trick, Some(80)), "{trick} must be denied");
         }
         let v6 = rules(&["[::1]:8080"]);
@@ -289,7 +303,20 @@ mod tests {
 
     #[test]
     fn malformed_entries_are_refused_with_a_reason() {
-        for bad in ["", "https://", "ftp://x.com", "x.com/path", "user@x.com", "x.com:0", "x.com:99999", "a*.com", "*.1.2.3.4", "[::1", "[zz]:80", "two words"] {
+        for bad in [
+            "",
+            "https://",
+            "ftp://x.com",
+            "x.com/path",
+            "user@x.com",
+            "x.com:0",
+            "x.com:99999",
+            "a*.com",
+            "*.1.2.3.4",
+            "[::1",
+            "[zz]:80",
+            "two words",
+        ] {
             let err = bad.parse::<OutboundRule>().expect_err(bad);
             assert_eq!(err.entry, bad);
         }

@@ -11,7 +11,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use pipeweave_host::human::{format_bytes, format_duration};
-use pipeweave_host::{EngineConfig, EventSink, Failure, RunEvent, RunReport, RunRequest, Runner, RunnerConfig, StdStream};
+use pipeweave_host::{
+    EngineConfig, EventSink, Failure, RunEvent, RunReport, RunRequest, Runner, RunnerConfig,
+    StdStream,
+};
 use serde_json::{Value, json};
 
 use crate::cli::{CommandError, exit};
@@ -127,7 +130,10 @@ impl EventSink for StderrEvents {
             },
             RunEvent::Asset { key, size } => format!("[asset] {key} ({})", format_bytes(size)),
             RunEvent::LogTruncated { limit_bytes } => {
-                format!("[log] log limit of {} reached; further lines are dropped", format_bytes(limit_bytes as u64))
+                format!(
+                    "[log] log limit of {} reached; further lines are dropped",
+                    format_bytes(limit_bytes as u64)
+                )
             }
         };
         let mut stderr = std::io::stderr().lock();
@@ -202,7 +208,11 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, CommandError> {
             debug_info: args.debug,
             ..EngineConfig::default()
         },
-        cache_dir: if args.no_cache { None } else { args.cache_dir.clone().or_else(default_cache_dir) },
+        cache_dir: if args.no_cache {
+            None
+        } else {
+            args.cache_dir.clone().or_else(default_cache_dir)
+        },
         ..RunnerConfig::default()
     };
     let runner = Runner::new(config).map_err(CommandError::internal)?;
@@ -212,7 +222,10 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, CommandError> {
         .with_context(|| format!("cannot load {}", args.component.display()))
         .map_err(CommandError::usage)?;
     let task_id = task.descriptor().id.clone();
-    let report = runner.run(&task, request).await.map_err(CommandError::internal)?;
+    let report = runner
+        .run(&task, request)
+        .await
+        .map_err(CommandError::internal)?;
 
     if let (Some(dir), Ok(_)) = (&args.keep_assets, &report.outcome) {
         report
@@ -231,13 +244,23 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, CommandError> {
     };
     printed
         .map_err(anyhow::Error::from)
-        .and_then(|()| if args.json || report.outcome.is_ok() { writeln!(stdout).map_err(Into::into) } else { Ok(()) })
+        .and_then(|()| {
+            if args.json || report.outcome.is_ok() {
+                writeln!(stdout).map_err(Into::into)
+            } else {
+                Ok(())
+            }
+        })
         .map_err(CommandError::internal)?;
     drop(stdout);
     if !args.quiet {
         print_summary(&task_id, &report, args.keep_assets.as_deref());
     }
-    Ok(if report.outcome.is_ok() { exit::SUCCESS } else { exit::TASK_FAILED })
+    Ok(if report.outcome.is_ok() {
+        exit::SUCCESS
+    } else {
+        exit::TASK_FAILED
+    })
 }
 
 fn failure_json(failure: &Failure) -> Value {
@@ -253,7 +276,12 @@ fn failure_json(failure: &Failure) -> Value {
 /// The `--json` report.
 fn report_json(task_id: &str, report: &RunReport) -> Value {
     let (status, output, run_next, failure) = match &report.outcome {
-        Ok(success) => ("succeeded", success.output.clone(), json!(success.run_next), Value::Null),
+        Ok(success) => (
+            "succeeded",
+            success.output.clone(),
+            json!(success.run_next),
+            Value::Null,
+        ),
         Err(failure) => ("failed", Value::Null, Value::Null, failure_json(failure)),
     };
     json!({
@@ -277,14 +305,25 @@ fn print_summary(task_id: &str, report: &RunReport, kept: Option<&std::path::Pat
     let mut lines = Vec::new();
     match &report.outcome {
         Ok(success) => {
-            lines.push(format!("✓ {task_id} succeeded in {}", format_duration(report.duration)));
+            lines.push(format!(
+                "✓ {task_id} succeeded in {}",
+                format_duration(report.duration)
+            ));
             if let Some(next) = &success.run_next {
-                let next = if next.is_empty() { "(end of branch)".to_owned() } else { next.join(", ") };
+                let next = if next.is_empty() {
+                    "(end of branch)".to_owned()
+                } else {
+                    next.join(", ")
+                };
                 lines.push(format!("  run next     {next}"));
             }
         }
         Err(failure) => {
-            let retry = if failure.retryable { "retryable" } else { "not retryable" };
+            let retry = if failure.retryable {
+                "retryable"
+            } else {
+                "not retryable"
+            };
             lines.push(format!(
                 "✗ {task_id} failed after {}: {} ({retry})",
                 format_duration(report.duration),
@@ -297,24 +336,41 @@ fn print_summary(task_id: &str, report: &RunReport, kept: Option<&std::path::Pat
         }
     }
     lines.push(format!("  code hash    {}", report.code_hash));
-    lines.push(format!("  peak memory  {}", format_bytes(report.peak_memory_bytes)));
+    lines.push(format!(
+        "  peak memory  {}",
+        format_bytes(report.peak_memory_bytes)
+    ));
     if report.assets.is_empty() {
         lines.push("  assets       none".into());
     } else {
         let assets: Vec<_> = report
             .assets
             .iter()
-            .map(|a| format!("{} ({}, {})", a.key, format_bytes(a.size), a.kind.content_type()))
+            .map(|a| {
+                format!(
+                    "{} ({}, {})",
+                    a.key,
+                    format_bytes(a.size),
+                    a.kind.content_type()
+                )
+            })
             .collect();
         lines.push(format!("  assets       {}", assets.join(", ")));
         if let Some(dir) = kept {
             lines.push(format!("  kept in      {}", dir.display()));
         }
     }
-    let hosts = if report.hosts_contacted.is_empty() { "none".to_owned() } else { report.hosts_contacted.join(", ") };
+    let hosts = if report.hosts_contacted.is_empty() {
+        "none".to_owned()
+    } else {
+        report.hosts_contacted.join(", ")
+    };
     lines.push(format!("  hosts        {hosts}"));
     if !report.denied_requests.is_empty() {
-        lines.push(format!("  denied       {}", report.denied_requests.join(", ")));
+        lines.push(format!(
+            "  denied       {}",
+            report.denied_requests.join(", ")
+        ));
     }
     eprintln!("{}", lines.join("\n"));
 }

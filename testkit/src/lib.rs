@@ -58,16 +58,31 @@ fn build_guests() -> Result<PathBuf, String> {
     let mut command = Command::new(cargo());
     command
         .current_dir(workspace_root())
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
         .arg(guest_target_dir());
     for name in GUESTS {
         command.args(["-p", &format!("pipeweave-example-{name}")]);
     }
     // Flags meant for the test build itself must not leak into the guests.
-    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_TARGET", "RUSTC_WORKSPACE_WRAPPER", "RUSTC_WRAPPER", "CARGO_TARGET_DIR"] {
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTC_WRAPPER",
+        "CARGO_TARGET_DIR",
+    ] {
         command.env_remove(var);
     }
-    let output = command.output().map_err(|e| format!("cannot run cargo: {e}"))?;
+    let output = command
+        .output()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
     if !output.status.success() {
         return Err(String::from_utf8_lossy(&output.stderr).into_owned());
     }

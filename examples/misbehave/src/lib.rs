@@ -14,8 +14,12 @@
 //!   page, then returns `{"allocatedMib": mib, "pagesTouched": N}`; past the
 //!   memory limit the allocation fails and the guest traps.
 //! - `panic`: panics with `message` (default `misbehave panicked`).
-//! - `stack_overflow`: recurses without bound, with a frame the optimiser
-//!   cannot remove, until the stack runs out.
+//! - `stack_overflow`: recurses without bound, in a way the optimiser cannot
+//!   turn into a loop, until the engine's wasm call stack is exhausted
+//!   (wasmtime: "call stack exhausted", `Trap::StackOverflow`).
+//! - `shadow_stack_overflow`: recurses with a 1 KiB buffer in every frame, so
+//!   the shadow stack in linear memory runs out first; that shows as an
+//!   out-of-bounds memory access trap.
 //! - `trap`: executes `unreachable`.
 //! - `huge_output`: returns `{"data": "xxx…"}` with a string of `mib` MiB
 //!   (default 16).
@@ -122,6 +126,7 @@ impl Task for Misbehave {
                 input.message.as_deref().unwrap_or("misbehave panicked")
             ),
             "stack_overflow" => json!({ "depth": recurse(black_box(0)) }),
+            "shadow_stack_overflow" => json!({ "depth": recurse_with_frames(black_box(0)) }),
             "trap" => trap(),
             "huge_output" => json!({ "data": "x".repeat(input.mib.unwrap_or(16) * MIB) }),
             "fail" => return Err(fail(input)),
@@ -195,18 +200,29 @@ fn alloc(mib: usize) -> Value {
     json!({ "allocatedMib": mib, "pagesTouched": pages })
 }
 
-/// Recurses until the stack overflows: every frame holds a buffer that the
-/// call after it depends on, so it can be neither removed nor turned into a
-/// loop.
+/// Recurses until the wasm call stack is exhausted. Nothing is kept in
+/// linear memory, so the engine's call-stack limit, not the shadow stack in
+/// linear memory, is what runs out; the addition after the call keeps it from
+/// becoming a loop.
 #[inline(never)]
 fn recurse(depth: u64) -> u64 {
+    if black_box(depth) == u64::MAX {
+        return 0;
+    }
+    recurse(black_box(depth + 1)).wrapping_add(black_box(depth))
+}
+
+/// Recurses with a 1 KiB buffer in every frame, until the shadow stack in
+/// linear memory runs out (a wasm out-of-bounds memory access).
+#[inline(never)]
+fn recurse_with_frames(depth: u64) -> u64 {
     let mut frame = [0u8; 1024];
     frame[(depth % 1024) as usize] = 1;
     black_box(&mut frame);
     if depth == u64::MAX {
         return 0;
     }
-    let below = recurse(black_box(depth + 1));
+    let below = recurse_with_frames(black_box(depth + 1));
     below + u64::from(black_box(&frame)[(depth % 1024) as usize])
 }
 

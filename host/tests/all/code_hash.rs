@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use pipeweave_host::{Error, EngineConfig, Runner, RunnerConfig};
+use pipeweave_host::{EngineConfig, Error, Runner, RunnerConfig};
 use pipeweave_protocol::CodeHash;
 
 #[tokio::test]
@@ -15,9 +15,15 @@ async fn the_code_hash_is_the_sha256_of_the_component_bytes() {
     let again = runner.load_file(&path).await.expect("loads again");
     assert_eq!(again.code_hash(), task.code_hash(), "same bytes, same hash");
 
-    let sha256sum = Command::new("sha256sum").arg(&path).output().expect("sha256sum runs");
+    let sha256sum = Command::new("sha256sum")
+        .arg(&path)
+        .output()
+        .expect("sha256sum runs");
     let printed = String::from_utf8_lossy(&sha256sum.stdout);
-    assert_eq!(printed.split_whitespace().next(), Some(task.code_hash().as_str()));
+    assert_eq!(
+        printed.split_whitespace().next(),
+        Some(task.code_hash().as_str())
+    );
 }
 
 #[tokio::test]
@@ -56,7 +62,10 @@ async fn a_compiled_component_is_cached_on_disk_and_reused() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(artifacts.len(), 1, "{artifacts:?}");
-    assert!(artifacts[0].starts_with(task.code_hash().as_str()), "{artifacts:?}");
+    assert!(
+        artifacts[0].starts_with(task.code_hash().as_str()),
+        "{artifacts:?}"
+    );
 
     let debug = Runner::new(RunnerConfig {
         engine: EngineConfig {
@@ -68,9 +77,15 @@ async fn a_compiled_component_is_cached_on_disk_and_reused() {
         ..RunnerConfig::default()
     })
     .expect("runner");
-    debug.load_file(&hello).await.expect("compiles with debug info");
+    debug
+        .load_file(&hello)
+        .await
+        .expect("compiles with debug info");
     let count = std::fs::read_dir(cache.path()).expect("cache dir").count();
-    assert_eq!(count, 2, "another engine configuration gets its own artifact");
+    assert_eq!(
+        count, 2,
+        "another engine configuration gets its own artifact"
+    );
 
     let second = Runner::new(config()).expect("runner");
     let reloaded = second.load_file(&hello).await.expect("loads from cache");

@@ -10,11 +10,19 @@ use crate::{failed, misbehave, recorded, run_guest, runner, runner_with, succeed
 #[tokio::test]
 async fn a_panic_becomes_a_fatal_failure_carrying_the_panic_message() {
     let runner = runner();
-    let report = misbehave(&runner, json!({"mode": "panic", "message": "the ledger does not balance"})).await;
+    let report = misbehave(
+        &runner,
+        json!({"mode": "panic", "message": "the ledger does not balance"}),
+    )
+    .await;
     let failure = failed(&report, FailureReason::Panic);
     assert!(!failure.retryable);
     assert_eq!(failure.code.as_deref(), Some("PANIC"));
-    assert!(failure.message.contains("the ledger does not balance"), "{}", failure.message);
+    assert!(
+        failure.message.contains("the ledger does not balance"),
+        "{}",
+        failure.message
+    );
 }
 
 #[tokio::test]
@@ -22,14 +30,23 @@ async fn a_trap_is_reported_as_a_trap_with_its_cause() {
     let runner = runner();
     let report = misbehave(&runner, json!({"mode": "trap"})).await;
     let failure = failed(&report, FailureReason::Trap);
-    assert!(failure.message.contains("unreachable"), "{}", failure.message);
+    assert!(
+        failure.message.contains("unreachable"),
+        "{}",
+        failure.message
+    );
     assert!(!failure.retryable);
 }
 
 #[tokio::test]
 async fn unbounded_recursion_is_a_stack_overflow() {
     let runner = runner();
+    // Small frames: wasmtime's own call stack runs out.
     let report = misbehave(&runner, json!({"mode": "stack_overflow"})).await;
+    failed(&report, FailureReason::StackOverflow);
+    // Large frames: the shadow stack in linear memory runs out first and
+    // the guest faults below its memory.
+    let report = misbehave(&runner, json!({"mode": "shadow_stack_overflow"})).await;
     failed(&report, FailureReason::StackOverflow);
 }
 
@@ -38,7 +55,11 @@ async fn an_output_over_the_limit_fails_with_output_too_large() {
     let runner = runner_with(|config| config.max_output_bytes = 1 << 20);
     let report = misbehave(&runner, json!({"mode": "huge_output", "mib": 2})).await;
     let failure = failed(&report, FailureReason::OutputTooLarge);
-    assert!(failure.message.contains("asset"), "the message suggests assets: {}", failure.message);
+    assert!(
+        failure.message.contains("asset"),
+        "the message suggests assets: {}",
+        failure.message
+    );
 }
 
 #[tokio::test]
@@ -89,12 +110,17 @@ async fn every_kind_of_misbehaviour_leaves_the_runner_able_to_run_the_next_task(
         json!({"mode": "panic"}),
         json!({"mode": "trap"}),
         json!({"mode": "stack_overflow"}),
+        json!({"mode": "shadow_stack_overflow"}),
         json!({"mode": "alloc", "mib": 512}),
     ] {
         let bad = misbehave(&runner, input.clone()).await;
         assert!(bad.outcome.is_err(), "{input} should fail");
         let good = misbehave(&runner, json!({"mode": "ok"})).await;
-        assert_eq!(succeeded(&good).output, json!({"ok": true}), "after {input}");
+        assert_eq!(
+            succeeded(&good).output,
+            json!({"ok": true}),
+            "after {input}"
+        );
     }
 }
 
@@ -108,11 +134,27 @@ async fn stdout_stderr_logs_and_progress_reach_the_event_sink() {
     let events = recorder.events();
     let stdout: Vec<_> = events
         .iter()
-        .filter(|e| matches!(e, RunEvent::Output { stream: StdStream::Stdout, .. }))
+        .filter(|e| {
+            matches!(
+                e,
+                RunEvent::Output {
+                    stream: StdStream::Stdout,
+                    ..
+                }
+            )
+        })
         .collect();
     let stderr = events
         .iter()
-        .filter(|e| matches!(e, RunEvent::Output { stream: StdStream::Stderr, .. }))
+        .filter(|e| {
+            matches!(
+                e,
+                RunEvent::Output {
+                    stream: StdStream::Stderr,
+                    ..
+                }
+            )
+        })
         .count();
     assert_eq!(stdout.len(), 2, "{events:?}");
     assert_eq!(stderr, 2, "{events:?}");
@@ -122,8 +164,22 @@ async fn stdout_stderr_logs_and_progress_reach_the_event_sink() {
     let report = run_guest(&runner, "hello", request).await;
     assert_eq!(succeeded(&report).output["greeting"], "Hello, Ada!");
     let events = recorder.events();
-    assert!(events.iter().any(|e| matches!(e, RunEvent::Log { level: LogLevel::Info, .. })), "{events:?}");
-    assert!(events.iter().any(|e| matches!(e, RunEvent::Progress { percent: 100, .. })), "{events:?}");
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            RunEvent::Log {
+                level: LogLevel::Info,
+                ..
+            }
+        )),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, RunEvent::Progress { percent: 100, .. })),
+        "{events:?}"
+    );
 }
 
 #[tokio::test]
@@ -134,7 +190,10 @@ async fn a_flood_of_output_is_cut_at_the_log_budget() {
     let report = run_guest(&runner, "misbehave", request).await;
     succeeded(&report);
     let events = recorder.events();
-    let truncated = events.iter().filter(|e| matches!(e, RunEvent::LogTruncated { .. })).count();
+    let truncated = events
+        .iter()
+        .filter(|e| matches!(e, RunEvent::LogTruncated { .. }))
+        .count();
     assert_eq!(truncated, 1);
     assert!(events.len() < 1000, "{} events", events.len());
 }
@@ -155,5 +214,8 @@ async fn a_task_reads_only_the_secrets_it_declared_and_was_given() {
     assert_eq!(failure.code.as_deref(), Some("SECRET_NOT_DECLARED"));
 
     let report = misbehave(&runner, json!({"mode": "secret", "name": "api-token"})).await;
-    assert_eq!(failed(&report, FailureReason::TaskError).code.as_deref(), Some("SECRET_NOT_SET"));
+    assert_eq!(
+        failed(&report, FailureReason::TaskError).code.as_deref(),
+        Some("SECRET_NOT_SET")
+    );
 }

@@ -26,8 +26,16 @@ async fn timeout_violated_stops_a_guest_spinning_in_a_loop() {
     let failure = failed(&report, FailureReason::Timeout);
     assert!(failure.retryable, "a timeout may succeed on retry");
     assert_eq!(failure.code.as_deref(), Some("TIMEOUT"));
-    assert!(report.duration >= SHORT, "stopped before its deadline: {:?}", report.duration);
-    assert!(report.duration < Duration::from_secs(5), "not stopped near its deadline: {:?}", report.duration);
+    assert!(
+        report.duration >= SHORT,
+        "stopped before its deadline: {:?}",
+        report.duration
+    );
+    assert!(
+        report.duration < Duration::from_secs(5),
+        "not stopped near its deadline: {:?}",
+        report.duration
+    );
 }
 
 #[tokio::test]
@@ -37,7 +45,11 @@ async fn timeout_violated_stops_a_guest_waiting_in_a_host_call() {
     request.timeout = Some(SHORT);
     let report = run_guest(&runner, "misbehave", request).await;
     failed(&report, FailureReason::Timeout);
-    assert!(report.duration < Duration::from_secs(5), "not stopped near its deadline: {:?}", report.duration);
+    assert!(
+        report.duration < Duration::from_secs(5),
+        "not stopped near its deadline: {:?}",
+        report.duration
+    );
 }
 
 #[tokio::test]
@@ -55,8 +67,16 @@ async fn memory_limit_obeyed_lets_a_task_use_memory_below_it() {
     let runner = runner();
     let report = misbehave(&runner, json!({"mode": "alloc", "mib": 16})).await;
     assert_eq!(succeeded(&report).output["allocatedMib"], 16);
-    assert!(report.peak_memory_bytes >= 16 << 20, "peak {}", report.peak_memory_bytes);
-    assert!(report.peak_memory_bytes <= 64 << 20, "peak {}", report.peak_memory_bytes);
+    assert!(
+        report.peak_memory_bytes >= 16 << 20,
+        "peak {}",
+        report.peak_memory_bytes
+    );
+    assert!(
+        report.peak_memory_bytes <= 64 << 20,
+        "peak {}",
+        report.peak_memory_bytes
+    );
 }
 
 #[tokio::test]

@@ -11,7 +11,10 @@ mod sandbox;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pipeweave_host::{EngineConfig, EventSink, Failure, RunEvent, RunReport, RunRequest, Runner, RunnerConfig, TaskSuccess};
+use pipeweave_host::{
+    EngineConfig, EventSink, Failure, RunEvent, RunReport, RunRequest, Runner, RunnerConfig,
+    TaskSuccess,
+};
 use pipeweave_protocol::FailureReason;
 use serde_json::Value;
 
@@ -39,7 +42,10 @@ async fn run_guest(runner: &Runner, guest: &str, request: RunRequest) -> RunRepo
         .load_file(&pipeweave_testkit::guest(guest))
         .await
         .expect("guest loads");
-    runner.run(&task, request).await.expect("the host sets the attempt up")
+    runner
+        .run(&task, request)
+        .await
+        .expect("the host sets the attempt up")
 }
 
 /// Runs `misbehave` with this input.

@@ -25,7 +25,9 @@ struct Peer {
 impl Peer {
     async fn start() -> Self {
         let hello_hits = Arc::new(AtomicUsize::new(0));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let app = Router::new()
             .route(
@@ -38,13 +40,21 @@ impl Peer {
             .route(
                 "/to-localhost",
                 get(move || async move {
-                    (StatusCode::FOUND, [(header::LOCATION, format!("http://localhost:{}/hello", addr.port()))])
+                    (
+                        StatusCode::FOUND,
+                        [(
+                            header::LOCATION,
+                            format!("http://localhost:{}/hello", addr.port()),
+                        )],
+                    )
                         .into_response()
                 }),
             )
             .route(
                 "/to-hello",
-                get(|| async { (StatusCode::FOUND, [(header::LOCATION, "/hello")]).into_response() }),
+                get(|| async {
+                    (StatusCode::FOUND, [(header::LOCATION, "/hello")]).into_response()
+                }),
             )
             .with_state(Arc::clone(&hello_hits));
         tokio::spawn(async move {
@@ -66,12 +76,20 @@ impl Peer {
 async fn outbound_allowed_reaches_a_declared_host() {
     let peer = Peer::start().await;
     let runner = runner();
-    let report = run_guest(&runner, "fetch", RunRequest::new(json!({"url": peer.url("/hello")}))).await;
+    let report = run_guest(
+        &runner,
+        "fetch",
+        RunRequest::new(json!({"url": peer.url("/hello")})),
+    )
+    .await;
     let output = &succeeded(&report).output;
     assert_eq!(output["status"], 200);
     assert_eq!(output["body"], "hi from the peer");
     assert_eq!(peer.hits(), 1);
-    assert_eq!(report.hosts_contacted, vec![format!("http://{}", peer.addr)]);
+    assert_eq!(
+        report.hosts_contacted,
+        vec![format!("http://{}", peer.addr)]
+    );
     assert!(report.denied_requests.is_empty());
 }
 
@@ -91,10 +109,19 @@ async fn outbound_denied_to_a_host_that_was_not_declared() {
 async fn a_redirect_to_an_undeclared_host_is_refused() {
     let peer = Peer::start().await;
     let runner = runner();
-    let report = misbehave(&runner, json!({"mode": "fetch", "url": peer.url("/to-localhost")})).await;
+    let report = misbehave(
+        &runner,
+        json!({"mode": "fetch", "url": peer.url("/to-localhost")}),
+    )
+    .await;
     failed(&report, FailureReason::NetworkDenied);
     assert_eq!(peer.hits(), 0, "the redirect target must not be reached");
-    assert_eq!(report.denied_requests.len(), 1, "{:?}", report.denied_requests);
+    assert_eq!(
+        report.denied_requests.len(),
+        1,
+        "{:?}",
+        report.denied_requests
+    );
     assert!(report.denied_requests[0].starts_with("http://localhost:"));
 }
 
@@ -102,7 +129,11 @@ async fn a_redirect_to_an_undeclared_host_is_refused() {
 async fn a_redirect_within_a_declared_host_is_followed() {
     let peer = Peer::start().await;
     let runner = runner();
-    let report = misbehave(&runner, json!({"mode": "fetch", "url": peer.url("/to-hello")})).await;
+    let report = misbehave(
+        &runner,
+        json!({"mode": "fetch", "url": peer.url("/to-hello")}),
+    )
+    .await;
     assert_eq!(succeeded(&report).output["body"], "hi from the peer");
     assert_eq!(peer.hits(), 1);
 }

@@ -12,7 +12,11 @@ use crate::{misbehave, run_guest, runner, succeeded};
 #[tokio::test]
 async fn two_runs_cannot_see_each_others_assets() {
     let runner = runner();
-    let first = misbehave(&runner, json!({"mode": "write_marker", "marker": "first run was here"})).await;
+    let first = misbehave(
+        &runner,
+        json!({"mode": "write_marker", "marker": "first run was here"}),
+    )
+    .await;
     succeeded(&first);
     assert_eq!(first.assets.len(), 1);
 
@@ -20,7 +24,11 @@ async fn two_runs_cannot_see_each_others_assets() {
     let second = misbehave(&runner, json!({"mode": "list_sandbox"})).await;
     let output = &succeeded(&second).output;
     assert_eq!(output["privateExists"], false);
-    assert_eq!(output["entries"], json!([]), "a new attempt starts in an empty directory");
+    assert_eq!(
+        output["entries"],
+        json!([]),
+        "a new attempt starts in an empty directory"
+    );
 
     let mut text = String::new();
     first
@@ -57,7 +65,11 @@ async fn assets_round_trip_and_are_kept_only_for_a_successful_attempt() {
     keys.sort_unstable();
     assert_eq!(keys.len(), 3, "{keys:?}");
     for asset in &report.assets {
-        let size = std::io::copy(&mut report.open_asset(&asset.key).expect("open"), &mut std::io::sink()).expect("read");
+        let size = std::io::copy(
+            &mut report.open_asset(&asset.key).expect("open"),
+            &mut std::io::sink(),
+        )
+        .expect("read");
         assert_eq!(size, asset.size, "{}", asset.key);
     }
     let out = tempfile::tempdir().expect("tempdir");
@@ -79,5 +91,8 @@ async fn an_upstream_asset_is_readable_by_key() {
     request.upstream_assets.insert("report".into(), file);
     let report = run_guest(&runner, "assets", request).await;
     let output = &succeeded(&report).output;
-    assert!(output.to_string().contains("upstream says hello"), "{output}");
+    assert!(
+        output.to_string().contains("upstream says hello"),
+        "{output}"
+    );
 }
