@@ -5,8 +5,10 @@
 //! - [`cli`]: argument parsing, logging set-up and exit codes; it hands each
 //!   subcommand to its module.
 //! - `commands`: one module per subcommand (`run`: the local runner).
+//! - `build`: building a task crate into a component.
 //! - `parse`: parsers for durations, sizes and `@file` arguments.
 
+mod build;
 pub mod cli;
 mod commands;
 mod parse;

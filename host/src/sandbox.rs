@@ -9,6 +9,10 @@
 //! that no other attempt can see while it runs. All of them live under one
 //! private base directory that is removed when the pool is dropped.
 //!
+//! Each pooled directory keeps an open handle, so checking that it is empty
+//! is a rewind and one `getdents` call rather than a path lookup, an open,
+//! a read and a close.
+//!
 //! Host-side access to a sandbox's files goes through [`cap_std`], rooted at
 //! the sandbox, so a symlink the guest planted cannot lead the host outside.
 
@@ -31,7 +35,7 @@ pub(crate) struct SandboxPool {
 struct PoolInner {
     base: tempfile::TempDir,
     next_id: AtomicU64,
-    idle: Mutex<Vec<PathBuf>>,
+    idle: Mutex<Vec<(PathBuf, Entries)>>,
     max_idle: usize,
 }
 
@@ -61,20 +65,23 @@ impl SandboxPool {
     /// An empty directory for one attempt.
     pub(crate) fn acquire(&self) -> Result<SandboxDir> {
         let reused = self.inner.idle.lock().ok().and_then(|mut idle| idle.pop());
-        let path = match reused {
-            Some(path) => path,
+        let (path, entries) = match reused {
+            Some(idle) => idle,
             None => {
                 let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
                 let path = self.inner.base.path().join(format!("s{id}"));
-                std::fs::create_dir(&path).map_err(|source| Error::Sandbox {
+                let sandbox_error = |source| Error::Sandbox {
                     path: self.inner.base.path().to_path_buf(),
                     source,
-                })?;
-                path
+                };
+                std::fs::create_dir(&path).map_err(sandbox_error)?;
+                let entries = Entries::open(&path).map_err(sandbox_error)?;
+                (path, entries)
             }
         };
         Ok(SandboxDir {
             path,
+            entries: Some(entries),
             pool: Arc::clone(&self.inner),
         })
     }
@@ -85,7 +92,36 @@ impl SandboxPool {
 #[derive(Debug)]
 pub(crate) struct SandboxDir {
     path: PathBuf,
+    entries: Option<Entries>,
     pool: Arc<PoolInner>,
+}
+
+/// An open handle on a sandbox directory, for listing it cheaply.
+struct Entries(rustix::fs::Dir);
+
+impl std::fmt::Debug for Entries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Entries")
+    }
+}
+
+impl Entries {
+    fn open(path: &Path) -> std::io::Result<Self> {
+        let handle = std::fs::File::open(path)?;
+        Ok(Self(rustix::fs::Dir::new(handle)?))
+    }
+
+    /// Whether the directory has no entries besides `.` and `..`.
+    fn is_empty(&mut self) -> bool {
+        self.0.rewind();
+        while let Some(entry) = self.0.read() {
+            match entry {
+                Ok(entry) if matches!(entry.file_name().to_bytes(), b"." | b"..") => {}
+                _ => return false,
+            }
+        }
+        true
+    }
 }
 
 impl SandboxDir {
@@ -103,12 +139,12 @@ impl SandboxDir {
 
 impl Drop for SandboxDir {
     fn drop(&mut self) {
-        let empty = std::fs::read_dir(&self.path).is_ok_and(|mut entries| entries.next().is_none());
-        if empty
+        if let Some(mut entries) = self.entries.take()
+            && entries.is_empty()
             && let Ok(mut idle) = self.pool.idle.lock()
             && idle.len() < self.pool.max_idle
         {
-            idle.push(std::mem::take(&mut self.path));
+            idle.push((std::mem::take(&mut self.path), entries));
             return;
         }
         if let Err(e) = std::fs::remove_dir_all(&self.path) {

@@ -17,12 +17,16 @@ use pipeweave_host::{
 };
 use serde_json::{Value, json};
 
+use crate::build::build_task_crate;
 use crate::cli::{CommandError, exit};
 use crate::parse;
 
 const RUN_EXAMPLES: &str = "\
 Examples:
-  # Run a task with inline JSON input
+  # Build a task crate and run it with inline JSON input
+  pipeweave run examples/hello --input '{\"name\": \"Ada\"}'
+
+  # Run an already built component
   pipeweave run target/wasm32-wasip2/release/hello.wasm --input '{\"name\": \"Ada\"}'
 
   # Input from a file, an upstream task's output, a 2-second limit
@@ -34,11 +38,7 @@ Examples:
   # Machine-readable report
   pipeweave run task.wasm --input '{}' --json | jq .status
 
-Debugging with gdb (build the guest in the debug profile first):
-  gdb --args pipeweave run --debug target/wasm32-wasip2/debug/hello.wasm --input '{\"name\":\"Ada\"}'
-  (gdb) set breakpoint pending on
-  (gdb) break hello.rs:42
-  (gdb) run
+Debugging with gdb: see \"Debugging a task\" in the README.
 
 Exit codes:
   0  the task succeeded
@@ -54,8 +54,10 @@ Exit codes:
 #[derive(Debug, Args)]
 #[command(after_help = RUN_EXAMPLES)]
 pub(crate) struct RunArgs {
-    /// The task component (`.wasm`), built with `cargo build --target
-    /// wasm32-wasip2` or `cargo component build`.
+    /// The task: a component (`.wasm`) built with `cargo build --target
+    /// wasm32-wasip2` or `cargo component build`, or a task crate's
+    /// directory, which is built first (release profile, or debug with
+    /// `--debug`).
     component: PathBuf,
 
     /// The task's input: JSON text, or `@file.json`.
@@ -186,13 +188,21 @@ fn build_request(args: &RunArgs, events: Arc<dyn EventSink>) -> anyhow::Result<R
 
 /// Runs the command; returns the exit code.
 pub(crate) async fn run(args: RunArgs) -> Result<u8, CommandError> {
-    if !args.component.is_file() {
+    let component = if args.component.is_dir() {
+        let (dir, debug, quiet) = (args.component.clone(), args.debug, args.quiet);
+        tokio::task::spawn_blocking(move || build_task_crate(&dir, debug, quiet))
+            .await
+            .map_err(CommandError::internal)?
+            .map_err(CommandError::usage)?
+    } else if args.component.is_file() {
+        args.component.clone()
+    } else {
         return Err(CommandError::usage(anyhow::anyhow!(
-            "{} does not exist or is not a file; build a task with `cargo build --release --target wasm32-wasip2` \
-             and pass the .wasm from target/wasm32-wasip2/release/",
+            "{} does not exist; pass a task crate's directory, or a component built with \
+             `cargo build --release --target wasm32-wasip2` (in target/wasm32-wasip2/release/)",
             args.component.display()
         )));
-    }
+    };
     let events: Arc<dyn EventSink> = if args.quiet {
         Arc::new(pipeweave_host::DiscardEvents)
     } else {
@@ -217,9 +227,9 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, CommandError> {
     };
     let runner = Runner::new(config).map_err(CommandError::internal)?;
     let task = runner
-        .load_file(&args.component)
+        .load_file(&component)
         .await
-        .with_context(|| format!("cannot load {}", args.component.display()))
+        .with_context(|| format!("cannot load {}", component.display()))
         .map_err(CommandError::usage)?;
     let task_id = task.descriptor().id.clone();
     let report = runner

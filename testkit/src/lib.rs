@@ -19,7 +19,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 /// The example guests, by the name of their `.wasm`.
-pub const GUESTS: &[&str] = &["hello", "fetch", "assets", "misbehave"];
+pub const GUESTS: &[&str] = &["hello", "fetch", "assets", "misbehave", "noop"];
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
@@ -55,6 +55,11 @@ pub fn guest(name: &str) -> PathBuf {
 }
 
 fn build_guests() -> Result<PathBuf, String> {
+    // rustup does not add a rust-toolchain.toml target to a toolchain that
+    // is already installed; this is a no-op when the target is there.
+    let _ = Command::new("rustup")
+        .args(["target", "add", "wasm32-wasip2"])
+        .output();
     let mut command = Command::new(cargo());
     command
         .current_dir(workspace_root())

@@ -146,3 +146,24 @@ fn upstream_outputs_secrets_and_kept_assets_reach_the_task() {
         "kept on disk"
     );
 }
+
+#[test]
+fn a_task_crate_directory_is_built_and_run() {
+    let crate_dir = pipeweave_testkit::workspace_root().join("examples").join("hello");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pipeweave"))
+        .args(["run", path_str(&crate_dir), "--input", r#"{"name": "crate"}"#])
+        .env("PIPEWEAVE_CACHE_DIR", pipeweave_testkit::compile_cache_dir())
+        // Its own target dir, so the build never waits on the test build's lock.
+        .env("CARGO_TARGET_DIR", pipeweave_testkit::guest_target_dir().join("run-crate"))
+        .output()
+        .expect("pipeweave runs");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let printed: Value = serde_json::from_str(&stdout(&output)).expect("output JSON");
+    assert_eq!(printed["greeting"], "Hello, crate!");
+    assert!(stderr(&output).contains("building"), "{}", stderr(&output));
+
+    let not_a_crate = tempfile::tempdir().expect("tempdir");
+    let output = pipeweave(&["run", path_str(not_a_crate.path())]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("without a Cargo.toml"), "{}", stderr(&output));
+}
