@@ -149,12 +149,25 @@ fn upstream_outputs_secrets_and_kept_assets_reach_the_task() {
 
 #[test]
 fn a_task_crate_directory_is_built_and_run() {
-    let crate_dir = pipeweave_testkit::workspace_root().join("examples").join("hello");
+    let crate_dir = pipeweave_testkit::workspace_root()
+        .join("examples")
+        .join("hello");
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_pipeweave"))
-        .args(["run", path_str(&crate_dir), "--input", r#"{"name": "crate"}"#])
-        .env("PIPEWEAVE_CACHE_DIR", pipeweave_testkit::compile_cache_dir())
+        .args([
+            "run",
+            path_str(&crate_dir),
+            "--input",
+            r#"{"name": "crate"}"#,
+        ])
+        .env(
+            "PIPEWEAVE_CACHE_DIR",
+            pipeweave_testkit::compile_cache_dir(),
+        )
         // Its own target dir, so the build never waits on the test build's lock.
-        .env("CARGO_TARGET_DIR", pipeweave_testkit::guest_target_dir().join("run-crate"))
+        .env(
+            "CARGO_TARGET_DIR",
+            pipeweave_testkit::guest_target_dir().join("run-crate"),
+        )
         .output()
         .expect("pipeweave runs");
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
@@ -165,5 +178,9 @@ fn a_task_crate_directory_is_built_and_run() {
     let not_a_crate = tempfile::tempdir().expect("tempdir");
     let output = pipeweave(&["run", path_str(not_a_crate.path())]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(stderr(&output).contains("without a Cargo.toml"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("without a Cargo.toml"),
+        "{}",
+        stderr(&output)
+    );
 }
