@@ -1,6 +1,5 @@
 //! The generic glue between a [`Task`] and the component's exports.
 
-use std::io::Write;
 use std::sync::Once;
 
 use crate::bindings::pipeweave::task::runtime;
@@ -12,15 +11,11 @@ use crate::task::Task;
 static PANIC_HOOK: Once = Once::new();
 
 /// Installs, once, a panic hook that reports the panic to the host with
-/// `runtime.report-panic` and writes it to stderr, so the failed attempt
+/// `runtime.report-panic` (which also logs it), so the failed attempt
 /// carries the panic message and location instead of a bare trap.
 fn install_panic_hook() {
     PANIC_HOOK.call_once(|| {
-        std::panic::set_hook(Box::new(|info| {
-            let message = info.to_string();
-            runtime::report_panic(&message);
-            let _ = writeln!(std::io::stderr(), "{message}");
-        }));
+        std::panic::set_hook(Box::new(|info| runtime::report_panic(&info.to_string())));
     });
 }
 

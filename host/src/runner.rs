@@ -567,10 +567,13 @@ impl Runner {
                         ),
                     )
                 } else if let Some(message) = &state.panic_message {
-                    Failure::host(
-                        FailureReason::Panic,
-                        format!("the task panicked: {message}"),
-                    )
+                    // Rust's panic info reads "panicked at file:line:col:\nmessage".
+                    let message = message.replacen(":\n", ": ", 1);
+                    let message = match message.strip_prefix("panicked at ") {
+                        Some(rest) => format!("the task panicked at {rest}"),
+                        None => format!("the task panicked: {message}"),
+                    };
+                    Failure::host(FailureReason::Panic, message)
                 } else if trap == Some(Trap::StackOverflow)
                     || looks_like_shadow_stack_overflow(trap, &error)
                 {

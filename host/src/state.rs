@@ -421,7 +421,7 @@ impl runtime::Host for TaskState {
     }
 
     fn report_panic(&mut self, message: String) {
-        self.emit_log(LogLevel::Error, format!("panic: {message}"));
+        self.emit_log(LogLevel::Error, message.clone());
         self.panic_message = Some(message);
     }
 }
