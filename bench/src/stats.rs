@@ -78,7 +78,9 @@ pub(crate) fn machine() -> Value {
         "cores": std::thread::available_parallelism().map_or(1, usize::from),
         "loadAverage": load,
         "commit": command_output("git", &["rev-parse", "--short", "HEAD"]),
-        "dirty": command_output("git", &["status", "--porcelain"]).is_some_and(|s| !s.is_empty()),
+        // Uncommitted changes to tracked files, other than the results file.
+        "dirty": command_output("git", &["status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results.jsonl"])
+            .is_some_and(|s| !s.is_empty()),
     })
 }
 

@@ -22,7 +22,7 @@ fn install_panic_hook() {
 /// `task.describe` for `T`.
 pub(crate) fn describe<T: Task>() -> wit::Descriptor {
     install_panic_hook();
-    T::describe().into_wit()
+    crate::descriptor::into_wit(T::describe())
 }
 
 /// `task.run` for `T`: parses the input, runs the task and serializes the

@@ -21,7 +21,8 @@
 //! - [`TaskResult`], [`TaskError`]: what an attempt returns.
 //! - [`HttpClient`], [`Request`], [`Response`], [`HttpError`]: outbound HTTP
 //!   over `wasi:http`, limited by the host to the declared hosts.
-//! - [`serde`] and [`serde_json`] are re-exported for convenience.
+//! - [`serde`] and [`serde_json`] are re-exported for convenience, and
+//!   [`pipeweave_protocol`], where [`Descriptor`] and the enums come from.
 //!
 //! Inside the sandbox, `std::fs` sees only the attempt's empty temporary
 //! directory, preopened as `/`; assets live under [`ASSETS_DIR`]. The
@@ -97,6 +98,7 @@ pub use context::{ASSETS_DIR, Context, PreviousAttempt};
 pub use descriptor::{Descriptor, Idempotency};
 pub use error::{TaskError, TaskResult};
 pub use http::{HttpClient, HttpError, Request, Response};
+pub use pipeweave_protocol;
 pub use task::Task;
 pub use types::{AssetKind, LogLevel, RetryBackoff};
 

@@ -1,21 +1,9 @@
-//! Small enums shared by the SDK's API, mirroring `wit/task.wit`.
+//! The small enums of the SDK's API. They are `pipeweave-protocol`'s, the
+//! same the host uses; this module maps them onto the WIT enums.
+
+pub use pipeweave_protocol::{AssetKind, LogLevel, RetryBackoff};
 
 use crate::bindings::pipeweave::task::types as wit;
-
-/// Severity of a log line, lowest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum LogLevel {
-    /// Fine-grained detail, normally hidden.
-    Trace,
-    /// Detail useful while debugging a task.
-    Debug,
-    /// Normal progress messages.
-    Info,
-    /// Something unexpected that the task recovered from.
-    Warn,
-    /// Something failed.
-    Error,
-}
 
 impl From<LogLevel> for wit::LogLevel {
     fn from(level: LogLevel) -> Self {
@@ -29,18 +17,6 @@ impl From<LogLevel> for wit::LogLevel {
     }
 }
 
-/// How an asset's bytes are to be read; it decides the content type the
-/// host records for it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AssetKind {
-    /// `application/json`: structured data.
-    Json,
-    /// `text/plain`: reports, CSV, UTF-8 text.
-    Text,
-    /// `application/octet-stream`: files, images, anything else.
-    Binary,
-}
-
 impl From<AssetKind> for wit::AssetKind {
     fn from(kind: AssetKind) -> Self {
         match kind {
@@ -49,16 +25,6 @@ impl From<AssetKind> for wit::AssetKind {
             AssetKind::Binary => Self::Binary,
         }
     }
-}
-
-/// How the delay between retries grows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum RetryBackoff {
-    /// The same delay, `retry_delay_ms`, before every retry.
-    Fixed,
-    /// `min(retry_delay_ms * 2^(attempt-1), max_retry_delay_ms)`; the default.
-    #[default]
-    Exponential,
 }
 
 impl From<RetryBackoff> for wit::RetryBackoff {

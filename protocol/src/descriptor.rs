@@ -94,25 +94,67 @@ fn default_true() -> bool {
     true
 }
 fn default_idempotency_ttl() -> u64 {
-    86_400
+    Idempotency::DEFAULT_TTL_SECS
 }
 fn default_timeout() -> u32 {
-    300
+    TaskDescriptor::DEFAULT_TIMEOUT_SECS
 }
 fn default_retries() -> u32 {
-    3
+    TaskDescriptor::DEFAULT_RETRIES
 }
 fn default_retry_delay_ms() -> u64 {
-    1_000
+    TaskDescriptor::DEFAULT_RETRY_DELAY_MS
 }
 fn default_max_retry_delay_ms() -> u64 {
-    86_400_000
+    TaskDescriptor::DEFAULT_MAX_RETRY_DELAY_MS
 }
 fn default_heartbeat_interval_ms() -> u64 {
-    60_000
+    TaskDescriptor::DEFAULT_HEARTBEAT_INTERVAL_MS
 }
 fn default_priority() -> i32 {
-    100
+    TaskDescriptor::DEFAULT_PRIORITY
+}
+
+impl Default for Idempotency {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Idempotency {
+    /// Default time a result is returned for duplicates, in seconds.
+    pub const DEFAULT_TTL_SECS: u64 = 86_400;
+
+    /// Keys from the whole input and the code version, kept for a day.
+    pub fn new() -> Self {
+        Self {
+            input_fields: Vec::new(),
+            include_code_version: true,
+            ttl_secs: Self::DEFAULT_TTL_SECS,
+        }
+    }
+
+    /// Sets the JSON pointers into the input whose values form the key.
+    #[must_use]
+    pub fn input_fields<S: Into<String>>(mut self, pointers: impl IntoIterator<Item = S>) -> Self {
+        self.input_fields = pointers.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets whether a new code version gives a new key.
+    #[must_use]
+    pub fn include_code_version(mut self, include: bool) -> Self {
+        self.include_code_version = include;
+        self
+    }
+
+    /// Sets how long a finished run's result is returned for a duplicate,
+    /// in seconds.
+    #[must_use]
+    pub fn ttl_secs(mut self, secs: u64) -> Self {
+        self.ttl_secs = secs;
+        self
+    }
 }
 
 /// Everything the host and the orchestrator need to know about a task before
@@ -208,25 +250,158 @@ fn is_valid_secret_name(name: &str) -> bool {
 }
 
 impl TaskDescriptor {
-    /// A descriptor with the spec's defaults.
+    /// Default wall-clock limit of one attempt, in seconds.
+    pub const DEFAULT_TIMEOUT_SECS: u32 = 300;
+    /// Default number of retries.
+    pub const DEFAULT_RETRIES: u32 = 3;
+    /// Default base delay between retries, in milliseconds.
+    pub const DEFAULT_RETRY_DELAY_MS: u64 = 1_000;
+    /// Default upper bound on the delay between retries, in milliseconds.
+    pub const DEFAULT_MAX_RETRY_DELAY_MS: u64 = 86_400_000;
+    /// Default heartbeat interval, in milliseconds.
+    pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 60_000;
+    /// Default queue priority.
+    pub const DEFAULT_PRIORITY: i32 = 100;
+
+    /// A descriptor for the task `id` with every option at the spec's
+    /// default; change what the task needs with the builder methods.
     pub fn new(id: impl Into<String>) -> Self {
         Self {
             id: id.into(),
             description: None,
             allowed_next: Vec::new(),
-            timeout: default_timeout(),
-            retries: default_retries(),
+            timeout: Self::DEFAULT_TIMEOUT_SECS,
+            retries: Self::DEFAULT_RETRIES,
             retry_backoff: RetryBackoff::default(),
-            retry_delay_ms: default_retry_delay_ms(),
-            max_retry_delay_ms: default_max_retry_delay_ms(),
-            heartbeat_interval_ms: default_heartbeat_interval_ms(),
+            retry_delay_ms: Self::DEFAULT_RETRY_DELAY_MS,
+            max_retry_delay_ms: Self::DEFAULT_MAX_RETRY_DELAY_MS,
+            heartbeat_interval_ms: Self::DEFAULT_HEARTBEAT_INTERVAL_MS,
             concurrency: 0,
-            priority: default_priority(),
+            priority: Self::DEFAULT_PRIORITY,
             idempotency: None,
             outbound_hosts: Vec::new(),
             secrets: Vec::new(),
             memory_limit_bytes: None,
         }
+    }
+
+    /// Sets the human-readable description.
+    #[must_use]
+    pub fn description(mut self, description: impl Into<String>) -> Self {
+        self.description = Some(description.into());
+        self
+    }
+
+    /// Sets the task ids this task may select to run next, replacing any
+    /// set before.
+    #[must_use]
+    pub fn allowed_next<S: Into<String>>(mut self, ids: impl IntoIterator<Item = S>) -> Self {
+        self.allowed_next = ids.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets the wall-clock limit of one attempt, in seconds.
+    #[must_use]
+    pub fn timeout_secs(mut self, secs: u32) -> Self {
+        self.timeout = secs;
+        self
+    }
+
+    /// Sets how many times a failed attempt is retried.
+    #[must_use]
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// Sets how the delay between retries grows.
+    #[must_use]
+    pub fn retry_backoff(mut self, backoff: RetryBackoff) -> Self {
+        self.retry_backoff = backoff;
+        self
+    }
+
+    /// Sets the base delay between retries, in milliseconds.
+    #[must_use]
+    pub fn retry_delay_ms(mut self, ms: u64) -> Self {
+        self.retry_delay_ms = ms;
+        self
+    }
+
+    /// Sets the upper bound on the delay between retries, in milliseconds.
+    #[must_use]
+    pub fn max_retry_delay_ms(mut self, ms: u64) -> Self {
+        self.max_retry_delay_ms = ms;
+        self
+    }
+
+    /// Sets how often a running attempt reports that it is alive, in
+    /// milliseconds.
+    #[must_use]
+    pub fn heartbeat_interval_ms(mut self, ms: u64) -> Self {
+        self.heartbeat_interval_ms = ms;
+        self
+    }
+
+    /// Sets the maximum number of attempts running at once; 0 is unlimited.
+    #[must_use]
+    pub fn concurrency(mut self, concurrency: u32) -> Self {
+        self.concurrency = concurrency;
+        self
+    }
+
+    /// Sets the default queue priority; lower runs first.
+    #[must_use]
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Makes runs of this task idempotent, with keys derived as
+    /// `idempotency` says.
+    #[must_use]
+    pub fn idempotency(mut self, idempotency: Idempotency) -> Self {
+        self.idempotency = Some(idempotency);
+        self
+    }
+
+    /// Adds one host the task may reach over HTTP, such as
+    /// `api.example.com`, `127.0.0.1:8080`, `127.0.0.1:*`,
+    /// `https://api.example.com` or `*.example.com` (see
+    /// [`crate::outbound`]).
+    #[must_use]
+    pub fn outbound_host(mut self, host: impl Into<String>) -> Self {
+        self.outbound_hosts.push(host.into());
+        self
+    }
+
+    /// Adds several hosts the task may reach over HTTP.
+    #[must_use]
+    pub fn outbound_hosts<S: Into<String>>(mut self, hosts: impl IntoIterator<Item = S>) -> Self {
+        self.outbound_hosts
+            .extend(hosts.into_iter().map(Into::into));
+        self
+    }
+
+    /// Declares one secret the task may read.
+    #[must_use]
+    pub fn secret(mut self, name: impl Into<String>) -> Self {
+        self.secrets.push(name.into());
+        self
+    }
+
+    /// Declares several secrets.
+    #[must_use]
+    pub fn secrets<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
+        self.secrets.extend(names.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets the upper bound on the task's memory, in bytes.
+    #[must_use]
+    pub fn memory_limit_bytes(mut self, bytes: u64) -> Self {
+        self.memory_limit_bytes = Some(bytes);
+        self
     }
 
     /// The parsed outbound rules. Fails like [`Self::validate`] does.
