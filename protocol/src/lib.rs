@@ -8,8 +8,8 @@
 //!
 //! - [`attempt`]: [`PreviousAttempt`], what a retry is told about earlier
 //!   failures.
-//! - [`code_hash`]: [`CodeHash`], the identity of a task's code (the SHA-256
-//!   of a component's bytes).
+//! - `code_hash` (feature `code-hash`, on by default): `CodeHash`, the
+//!   identity of a task's code (the SHA-256 of a component's bytes).
 //! - [`descriptor`]: [`TaskDescriptor`], a task's id, scheduling options and
 //!   sandbox grants, with the spec's defaults and validation.
 //! - [`outbound`]: [`OutboundRule`], the parsed form of a declared outbound
@@ -18,12 +18,14 @@
 //!   codes that later attempts see.
 
 pub mod attempt;
+#[cfg(feature = "code-hash")]
 pub mod code_hash;
 pub mod descriptor;
 pub mod failure;
 pub mod outbound;
 
 pub use attempt::PreviousAttempt;
+#[cfg(feature = "code-hash")]
 pub use code_hash::{CodeHash, InvalidCodeHash};
 pub use descriptor::{
     AssetKind, DescriptorError, Idempotency, LogLevel, RetryBackoff, TaskDescriptor,
