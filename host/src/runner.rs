@@ -490,7 +490,7 @@ impl Runner {
         stdout.flush_partial();
         stderr.flush_partial();
 
-        let outcome = self.classify(task, &mut store, ended, timeout, memory_limit);
+        let outcome = self.classify(task, store.data(), ended, timeout, memory_limit);
         let state = store.into_data();
         let succeeded = outcome.is_ok();
         Ok(RunReport {
@@ -509,12 +509,11 @@ impl Runner {
     fn classify(
         &self,
         task: &LoadedTask,
-        store: &mut Store<TaskState>,
+        state: &TaskState,
         ended: CallEnd,
         timeout: Duration,
         memory_limit: u64,
     ) -> std::result::Result<TaskSuccess, Failure> {
-        let state = store.data();
         let interrupted = |interrupt| match interrupt {
             Interrupt::Timeout => Failure::host(
                 FailureReason::Timeout,
