@@ -11,22 +11,10 @@ use crate::error::TaskError;
 use crate::http::HttpClient;
 use crate::types::{AssetKind, LogLevel};
 
+pub use pipeweave_protocol::PreviousAttempt;
+
 /// The folder of the sandbox where assets live.
 pub const ASSETS_DIR: &str = "/assets";
-
-/// One earlier attempt of this run that failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PreviousAttempt {
-    /// Attempt number, starting at 1.
-    pub attempt: u32,
-    /// The error message of that attempt.
-    pub error: String,
-    /// The error code of that attempt, such as `TIMEOUT` or a code the task
-    /// chose.
-    pub error_code: Option<String>,
-    /// When the attempt ended, as milliseconds since the Unix epoch.
-    pub timestamp_ms: u64,
-}
 
 /// Everything one attempt starts from, and the host's services: logs,
 /// progress, assets, secrets and outbound HTTP.
