@@ -13,6 +13,10 @@
 //! - [`compile_cache_dir`]: the shared compiled-component cache.
 //! - [`cargo_component`]: the `cargo-component` binary, installed into
 //!   `target/tools` on first use when it is not on `PATH`.
+//! - [`postgres`]: a PostgreSQL server for tests (`DATABASE_URL`, or a
+//!   private cluster) and a database per test.
+
+pub mod postgres;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
