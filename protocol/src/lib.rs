@@ -16,6 +16,8 @@
 //!   host and the one function that decides whether a request may go out.
 //! - [`failure`]: [`FailureReason`], why an attempt failed, and the error
 //!   codes that later attempts see.
+//! - [`wire`]: the HTTP messages between the orchestrator and hosts or
+//!   plain HTTP workers (registration, dispatch, heartbeat, callback).
 
 pub mod attempt;
 #[cfg(feature = "code-hash")]
@@ -23,6 +25,7 @@ pub mod code_hash;
 pub mod descriptor;
 pub mod failure;
 pub mod outbound;
+pub mod wire;
 
 pub use attempt::PreviousAttempt;
 #[cfg(feature = "code-hash")]

@@ -1,0 +1,374 @@
+//! The HTTP wire protocol between the orchestrator and whoever runs tasks:
+//! PipeWeave hosts and plain HTTP workers in any language. JSON fields are
+//! camelCase and follow the spec's shapes (`runId`, `taskId`, `codeHash`,
+//! `outputPath`, `selectedNext`, …); where the spec is silent, the fields
+//! added here are optional, so a client written against the spec keeps
+//! working.
+//!
+//! | message | direction | route |
+//! | --- | --- | --- |
+//! | [`RegisterRequest`] → [`RegisterResponse`] | worker → orchestrator | `POST /api/register` |
+//! | [`Dispatch`] | orchestrator → worker | `POST {baseUrl}/tasks/{taskId}` |
+//! | [`Heartbeat`] → [`HeartbeatResponse`] | worker → orchestrator | `POST /api/heartbeat` |
+//! | [`Callback`] | worker → orchestrator | `POST /api/callback/{runId}` |
+//!
+//! Data does not travel in these messages beyond small inline values:
+//! inputs, outputs and assets are referenced by their object-storage paths.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::attempt::PreviousAttempt;
+use crate::descriptor::{AssetKind, TaskDescriptor};
+use crate::failure::FailureReason;
+
+fn default_service_version() -> String {
+    "0.1.0".to_owned()
+}
+
+/// `POST /api/register`: a service announces its tasks and their code
+/// hashes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegisterRequest {
+    /// Unique id of the service.
+    pub service_id: String,
+    /// The service's version; a change of version cancels queued runs of
+    /// task types the new version no longer has.
+    #[serde(default = "default_service_version")]
+    pub version: String,
+    /// Where a plain HTTP worker receives dispatches
+    /// (`POST {baseUrl}/tasks/{taskId}`). Absent for WebAssembly modules,
+    /// which run on PipeWeave hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// The service's tasks.
+    pub tasks: Vec<RegisteredTask>,
+}
+
+/// One task in a registration: its descriptor and the hash of its code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegisteredTask {
+    /// Id, options and sandbox grants, flattened into this object as in the
+    /// spec (`{ "id": "download", "codeHash": "…", "heartbeatIntervalMs": … }`).
+    #[serde(flatten)]
+    pub descriptor: TaskDescriptor,
+    /// Hash of the task's code: the SHA-256 of a WebAssembly module, or
+    /// whatever stable hash a plain HTTP worker computes for its handler.
+    pub code_hash: String,
+}
+
+/// The answer to a registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegisterResponse {
+    /// The service.
+    pub service_id: String,
+    /// The version now registered.
+    pub version: String,
+    /// Tasks whose code hash changed, each with its new code version.
+    pub code_changes: Vec<CodeChange>,
+    /// Queued runs cancelled because their task type left the service.
+    #[serde(default)]
+    pub orphans_cancelled: u64,
+}
+
+/// A task whose code hash changed at registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CodeChange {
+    /// The task.
+    pub task_id: String,
+    /// The hash before.
+    pub old_hash: String,
+    /// The hash now.
+    pub new_hash: String,
+    /// The code version before.
+    pub old_version: u32,
+    /// The code version now (`old_version + 1`).
+    pub new_version: u32,
+}
+
+/// Where a piece of data is, or the data itself when it is small.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AssetRef {
+    /// Object-storage path.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// How to read it.
+    #[serde(rename = "type")]
+    pub kind: AssetKind,
+}
+
+/// An upstream task's result, as a dispatch carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpstreamRef {
+    /// Object-storage path of its output JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_path: Option<String>,
+    /// Size of its output in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_size: Option<u64>,
+    /// The output itself, when it is small enough to travel inline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    /// Its assets by key.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub assets: BTreeMap<String, AssetRef>,
+}
+
+/// `POST {baseUrl}/tasks/{taskId}`: run one attempt. The worker answers
+/// `202 Accepted` at once, runs the task, sends heartbeats, and reports
+/// with a [`Callback`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Dispatch {
+    /// The task run; the same for every attempt.
+    pub run_id: String,
+    /// The task to run.
+    pub task_id: String,
+    /// The pipeline run, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline_run_id: Option<String>,
+    /// Attempt number, from 1. Heartbeats and the callback repeat it, so a
+    /// late message from an earlier attempt changes nothing.
+    pub attempt: u32,
+    /// The code version the orchestrator expects.
+    pub code_version: u32,
+    /// The code hash the orchestrator expects; a host fetches the module
+    /// by it.
+    pub code_hash: String,
+    /// How often to send heartbeats; the attempt is lost after twice that
+    /// without one.
+    pub heartbeat_interval_ms: u64,
+    /// Wall-clock limit of the attempt.
+    pub timeout_ms: u64,
+    /// Sealed, short-lived credentials and scope for object storage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_token: Option<String>,
+    /// The input, when small enough to travel inline (the spec's
+    /// `initialInput`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_input: Option<Value>,
+    /// Object-storage path of the input otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_path: Option<String>,
+    /// Upstream results by task id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub upstream_refs: BTreeMap<String, UpstreamRef>,
+    /// Earlier failed attempts, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous_attempts: Vec<PreviousAttempt>,
+    /// Where to send the callback.
+    pub callback_url: String,
+    /// Where to send heartbeats.
+    pub heartbeat_url: String,
+}
+
+/// `POST /api/heartbeat`: the attempt is alive; optionally, how far along.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Heartbeat {
+    /// The task run.
+    pub run_id: String,
+    /// The attempt sending it.
+    pub attempt: u32,
+    /// Progress, 0 to 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<u8>,
+    /// What the task is doing now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The answer to a heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeartbeatResponse {
+    /// The attempt was cancelled (or is no longer current): stop it.
+    #[serde(default)]
+    pub cancel: bool,
+}
+
+/// How an attempt ended, in a [`Callback`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CallbackStatus {
+    /// The task returned a result.
+    Success,
+    /// The task failed.
+    Failure,
+}
+
+/// Why an attempt failed, in a [`Callback`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallbackError {
+    /// What went wrong.
+    pub message: String,
+    /// The error code the next attempt sees (`TIMEOUT`, `RATE_LIMITED`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// Whether trying again may succeed.
+    #[serde(default = "default_retryable")]
+    pub retryable: bool,
+    /// The named reason, when a PipeWeave host ran the task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<FailureReason>,
+    /// Extra detail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
+}
+
+fn default_retryable() -> bool {
+    true
+}
+
+/// `POST /api/callback/{runId}`: the attempt's result, metadata only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Callback {
+    /// Success or failure.
+    pub status: CallbackStatus,
+    /// The attempt reporting. Spec-era workers omit it; the orchestrator
+    /// then takes the current attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    /// Object-storage path of the output JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_path: Option<String>,
+    /// Size of the output in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_size: Option<u64>,
+    /// The output itself, when small enough to travel inline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    /// Assets by key.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub assets: BTreeMap<String, AssetRef>,
+    /// Object-storage path of the attempt's logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs_path: Option<String>,
+    /// Which allowed next tasks run: absent runs all, empty ends the branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selected_next: Option<Vec<String>>,
+    /// Why the attempt failed, when `status` is `failure`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<CallbackError>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spec_callback_payload_parses() -> Result<(), serde_json::Error> {
+        let callback: Callback = serde_json::from_str(
+            r#"{
+              "status": "success",
+              "outputPath": "runs/prun_xxx/outputs/trun_yyy.json",
+              "outputSize": 1234,
+              "assets": {
+                "pdf-file": { "path": "runs/.../assets/pdf-file", "size": 50000, "type": "binary" }
+              },
+              "logsPath": "runs/.../logs/trun_yyy.jsonl",
+              "selectedNext": ["process", "notify"]
+            }"#,
+        )?;
+        assert_eq!(callback.status, CallbackStatus::Success);
+        assert_eq!(callback.output_size, Some(1234));
+        assert_eq!(callback.assets["pdf-file"].kind, AssetKind::Binary);
+        assert_eq!(
+            callback.selected_next.as_deref(),
+            Some(&["process".to_owned(), "notify".to_owned()][..])
+        );
+        assert_eq!(callback.attempt, None);
+        Ok(())
+    }
+
+    #[test]
+    fn the_spec_registration_parses_with_descriptor_fields_flattened()
+    -> Result<(), serde_json::Error> {
+        let request: RegisterRequest = serde_json::from_str(
+            r#"{
+              "serviceId": "pdf-service",
+              "version": "1.1.0",
+              "baseUrl": "http://worker:8080",
+              "tasks": [
+                { "id": "download", "codeHash": "a3f8b2c1d4e5f6a7", "heartbeatIntervalMs": 30000,
+                  "allowedNext": ["extract-text"], "retries": 5 }
+              ]
+            }"#,
+        )?;
+        let task = &request.tasks[0];
+        assert_eq!(task.descriptor.id, "download");
+        assert_eq!(task.code_hash, "a3f8b2c1d4e5f6a7");
+        assert_eq!(task.descriptor.heartbeat_interval_ms, 30_000);
+        assert_eq!(task.descriptor.retries, 5);
+        assert_eq!(
+            task.descriptor.timeout, 300,
+            "unset options take the spec's defaults"
+        );
+
+        let json = serde_json::to_value(&request)?;
+        assert_eq!(json["tasks"][0]["codeHash"], "a3f8b2c1d4e5f6a7");
+        assert_eq!(json["tasks"][0]["id"], "download");
+        Ok(())
+    }
+
+    #[test]
+    fn a_dispatch_round_trips_with_camel_case_fields() -> Result<(), serde_json::Error> {
+        let dispatch = Dispatch {
+            run_id: "trun_1".into(),
+            task_id: "download".into(),
+            pipeline_run_id: Some("prun_1".into()),
+            attempt: 2,
+            code_version: 3,
+            code_hash: "ab".repeat(32),
+            heartbeat_interval_ms: 30_000,
+            timeout_ms: 300_000,
+            storage_token: None,
+            initial_input: Some(serde_json::json!({"url": "https://example.com/a.pdf"})),
+            input_path: None,
+            upstream_refs: BTreeMap::new(),
+            previous_attempts: vec![PreviousAttempt {
+                attempt: 1,
+                error: "timed out".into(),
+                error_code: Some("TIMEOUT".into()),
+                timestamp_ms: 1,
+            }],
+            callback_url: "http://orchestrator/api/callback/trun_1".into(),
+            heartbeat_url: "http://orchestrator/api/heartbeat".into(),
+        };
+        let json = serde_json::to_value(&dispatch)?;
+        assert_eq!(json["runId"], "trun_1");
+        assert_eq!(json["initialInput"]["url"], "https://example.com/a.pdf");
+        assert_eq!(json["previousAttempts"][0]["errorCode"], "TIMEOUT");
+        assert!(
+            json.get("storageToken").is_none(),
+            "absent options are omitted"
+        );
+        let back: Dispatch = serde_json::from_value(json)?;
+        assert_eq!(back, dispatch);
+        Ok(())
+    }
+
+    #[test]
+    fn a_failure_callback_defaults_to_retryable_like_the_spec() -> Result<(), serde_json::Error> {
+        let callback: Callback = serde_json::from_str(
+            r#"{"status": "failure", "attempt": 1, "error": {"message": "boom", "code": "API_ERROR"}}"#,
+        )?;
+        let error = callback
+            .error
+            .as_ref()
+            .map(|e| (e.retryable, e.code.as_deref()));
+        assert_eq!(error, Some((true, Some("API_ERROR"))));
+        Ok(())
+    }
+}
