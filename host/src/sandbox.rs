@@ -147,9 +147,19 @@ impl Drop for SandboxDir {
             idle.push((std::mem::take(&mut self.path), entries));
             return;
         }
-        if let Err(e) = std::fs::remove_dir_all(&self.path) {
-            tracing::warn!(path = %self.path.display(), error = %e, "cannot remove a sandbox directory");
+        // A sandbox can hold gigabytes of assets: on a tokio runtime, remove
+        // it on a blocking thread rather than stall the thread running tasks.
+        let path = std::mem::take(&mut self.path);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(move || remove_sandbox(&path))),
+            Err(_) => remove_sandbox(&path),
         }
+    }
+}
+
+fn remove_sandbox(path: &Path) {
+    if let Err(e) = std::fs::remove_dir_all(path) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot remove a sandbox directory");
     }
 }
 
