@@ -20,7 +20,12 @@ pub mod exit {
     pub const INTERNAL: u8 = 3;
 }
 
-const EXIT_CODES_HELP: &str = "\
+const TOP_LEVEL_HELP: &str = "\
+Examples:
+  pipeweave run examples/hello --input '{\"name\": \"Ada\"}'      build a task crate and run it in a sandbox
+  pipeweave run task.wasm --input @input.json --json          run a built component, JSON report
+  pipeweave run --help                                        every option of the local runner
+
 Exit codes:
   0  success
   1  the task ran and failed (the reason is printed, and in --json)
@@ -29,7 +34,12 @@ Exit codes:
 
 /// PipeWeave: sandboxed WebAssembly tasks and pipelines.
 #[derive(Debug, Parser)]
-#[command(name = "pipeweave", version, about, long_about = None, after_help = EXIT_CODES_HELP)]
+#[command(
+    name = "pipeweave",
+    version,
+    about = "PipeWeave: sandboxed WebAssembly tasks and pipelines",
+    after_help = TOP_LEVEL_HELP
+)]
 pub struct Cli {
     /// Log filter for PipeWeave's own diagnostics (not task logs), such as
     /// `debug` or `pipeweave_host=trace`.
