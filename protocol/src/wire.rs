@@ -105,10 +105,12 @@ pub struct AssetRef {
     pub kind: AssetKind,
 }
 
-/// An upstream task's result, as a dispatch carries it.
+/// Where a finished attempt's results are: its output (by path, or inline
+/// when small) and its assets. A callback reports one; a dispatch carries
+/// one per upstream task.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct UpstreamRef {
+pub struct ResultRef {
     /// Object-storage path of its output JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_path: Option<String>,
@@ -161,7 +163,7 @@ pub struct Dispatch {
     pub input_path: Option<String>,
     /// Upstream results by task id.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub upstream_refs: BTreeMap<String, UpstreamRef>,
+    pub upstream_refs: BTreeMap<String, ResultRef>,
     /// Earlier failed attempts, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub previous_attempts: Vec<PreviousAttempt>,
@@ -240,18 +242,10 @@ pub struct Callback {
     /// then takes the current attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<u32>,
-    /// Object-storage path of the output JSON.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub output_path: Option<String>,
-    /// Size of the output in bytes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub output_size: Option<u64>,
-    /// The output itself, when small enough to travel inline.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub output: Option<Value>,
-    /// Assets by key.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub assets: BTreeMap<String, AssetRef>,
+    /// The output and assets (`outputPath`, `outputSize`, `output`,
+    /// `assets`), flattened into this object as in the spec.
+    #[serde(flatten)]
+    pub result: ResultRef,
     /// Object-storage path of the attempt's logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logs_path: Option<String>,
@@ -282,8 +276,8 @@ mod tests {
             }"#,
         )?;
         assert_eq!(callback.status, CallbackStatus::Success);
-        assert_eq!(callback.output_size, Some(1234));
-        assert_eq!(callback.assets["pdf-file"].kind, AssetKind::Binary);
+        assert_eq!(callback.result.output_size, Some(1234));
+        assert_eq!(callback.result.assets["pdf-file"].kind, AssetKind::Binary);
         assert_eq!(
             callback.selected_next.as_deref(),
             Some(&["process".to_owned(), "notify".to_owned()][..])
