@@ -43,8 +43,10 @@ Exit codes:
 pub struct Cli {
     /// Log filter for PipeWeave's own diagnostics (not task logs), such as
     /// `debug` or `pipeweave_host=trace`.
-    #[arg(long, env = "PIPEWEAVE_LOG", default_value = "warn", global = true)]
-    log: String,
+    /// Default: `warn` for `run`, `info` for `host`, and for
+    /// `orchestrator` the filter its LOG_LEVEL stands for.
+    #[arg(long, env = "PIPEWEAVE_LOG", global = true)]
+    log: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -53,6 +55,14 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Run(commands::run::RunArgs),
+    /// Serve the orchestrator: HTTP API, PostgreSQL queue and scheduler.
+    Orchestrator(pipeweave_orchestrator::config::Args),
+    /// Run WebAssembly tasks for an orchestrator.
+    Host(commands::host::HostArgs),
+    /// Upload a task component to an orchestrator and register its task.
+    Register(commands::register::RegisterArgs),
+    /// Database administration.
+    Db(commands::db::DbArgs),
 }
 
 /// A command's error, carrying the exit code to end with.
@@ -85,7 +95,14 @@ impl CommandError {
 /// Parses the command line, runs the command and returns its exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log);
+    let default_filter = match &cli.command {
+        Command::Orchestrator(args) => args.log_level.filter(),
+        Command::Host(_) | Command::Register(_) | Command::Db(_) => {
+            "warn,pipeweave=info,pipeweave_host=info"
+        }
+        Command::Run(_) => "warn",
+    };
+    init_logging(cli.log.as_deref().unwrap_or(default_filter));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -99,6 +116,10 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => commands::run::run(args).await,
+            Command::Orchestrator(args) => commands::orchestrator::run(args).await,
+            Command::Host(args) => commands::host::run(args).await,
+            Command::Register(args) => commands::register::run(args).await,
+            Command::Db(args) => commands::db::run(args).await,
         }
     });
     match result {
@@ -118,6 +139,7 @@ fn init_logging(filter: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
 }

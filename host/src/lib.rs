@@ -34,6 +34,8 @@
 //! - [`events`]: what a running attempt reports (logs, output, progress).
 //! - [`cancel`]: cancelling a running attempt.
 //! - [`human`]: sizes and durations written for people.
+//! - [`server`]: the dispatch server of `pipeweave host`: attempts from the
+//!   orchestrator over HTTP, heartbeats and callbacks.
 //! - `bindings`: the generated `pipeweave:task` bindings.
 //! - `state`: the store's contents and the host functions guests call.
 //! - `sandbox`: the per-attempt directory pool.
@@ -48,6 +50,7 @@ pub mod events;
 pub mod human;
 pub mod runner;
 mod sandbox;
+pub mod server;
 mod state;
 
 pub use cancel::CancelToken;

@@ -441,6 +441,15 @@ impl TaskDescriptor {
                 "must be at least 1 ms".into(),
             ));
         }
+        if self.priority < 0 {
+            return Err(invalid(
+                "priority",
+                format!(
+                    "{} is negative; use 0 or more (lower runs first)",
+                    self.priority
+                ),
+            ));
+        }
         if self.max_retry_delay_ms < self.retry_delay_ms {
             return Err(invalid(
                 "maxRetryDelayMs",

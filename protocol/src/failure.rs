@@ -34,6 +34,12 @@ pub enum FailureReason {
     InvalidComponent,
     /// Someone cancelled the attempt.
     Cancelled,
+    /// The orchestrator heard no heartbeat from the attempt for twice its
+    /// heartbeat interval: the host or worker died or lost its network.
+    HeartbeatTimeout,
+    /// The orchestrator could not hand the attempt over: the host or worker
+    /// refused it, did not answer in time, or could not be reached.
+    DispatchFailed,
 }
 
 impl FailureReason {
@@ -51,6 +57,8 @@ impl FailureReason {
             Self::InvalidOutput => "invalid_output",
             Self::InvalidComponent => "invalid_component",
             Self::Cancelled => "cancelled",
+            Self::HeartbeatTimeout => "heartbeat_timeout",
+            Self::DispatchFailed => "dispatch_failed",
         }
     }
 
@@ -62,10 +70,14 @@ impl FailureReason {
     }
 
     /// Whether trying again may help, for failures the host decides (a
-    /// task's own error carries its own flag). Only a timeout is worth
-    /// retrying: the other reasons repeat with the same input and code.
+    /// task's own error carries its own flag). Timeouts and lost or
+    /// refused attempts are worth retrying; the other reasons repeat with
+    /// the same input and code.
     pub fn host_retryable(self) -> bool {
-        matches!(self, Self::Timeout)
+        matches!(
+            self,
+            Self::Timeout | Self::HeartbeatTimeout | Self::DispatchFailed
+        )
     }
 }
 

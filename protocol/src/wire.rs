@@ -9,8 +9,16 @@
 //! | --- | --- | --- |
 //! | [`RegisterRequest`] → [`RegisterResponse`] | worker → orchestrator | `POST /api/register` |
 //! | [`Dispatch`] | orchestrator → worker | `POST {baseUrl}/tasks/{taskId}` |
-//! | [`Heartbeat`] → [`HeartbeatResponse`] | worker → orchestrator | `POST /api/heartbeat` |
-//! | [`Callback`] | worker → orchestrator | `POST /api/callback/{runId}` |
+//! | [`Heartbeat`] → [`HeartbeatResponse`] | worker → orchestrator | `POST /api/heartbeat`, `POST /api/progress` |
+//! | [`Callback`] → [`CallbackResponse`] | worker → orchestrator | `POST /api/callback/{runId}` |
+//! | [`HostRegistration`] → [`HostRegistrationResponse`] | host → orchestrator | `POST /api/hosts` |
+//! | [`ModuleUploaded`] | CLI → orchestrator | `PUT /api/modules/{codeHash}` (raw bytes) |
+//!
+//! Every dispatch carries a per-attempt `attemptToken`; heartbeats and the
+//! callback must send it back. A message whose token is not that of the
+//! run's current attempt is answered `409 Conflict` and changes nothing,
+//! so a late message from a superseded attempt cannot overwrite a newer
+//! one. `docs/protocol.md` describes the whole exchange for implementers.
 //!
 //! Data does not travel in these messages beyond small inline values:
 //! inputs, outputs and assets are referenced by their object-storage paths.
@@ -44,6 +52,10 @@ pub struct RegisterRequest {
     /// which run on PipeWeave hosts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_url: Option<String>,
+    /// How many attempts a plain HTTP worker takes at once; the
+    /// orchestrator's `MAX_CONCURRENCY` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<u32>,
     /// The service's tasks.
     pub tasks: Vec<RegisteredTask>,
 }
@@ -146,6 +158,9 @@ pub struct Dispatch {
     /// The code hash the orchestrator expects; a host fetches the module
     /// by it.
     pub code_hash: String,
+    /// Proof that a heartbeat or callback comes from this attempt: send it
+    /// back as `attemptToken`.
+    pub attempt_token: String,
     /// How often to send heartbeats; the attempt is lost after twice that
     /// without one.
     pub heartbeat_interval_ms: u64,
@@ -181,6 +196,9 @@ pub struct Heartbeat {
     pub run_id: String,
     /// The attempt sending it.
     pub attempt: u32,
+    /// The attempt's token from its dispatch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt_token: Option<String>,
     /// Progress, 0 to 100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<u8>,
@@ -242,6 +260,10 @@ pub struct Callback {
     /// then takes the current attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<u32>,
+    /// The attempt's token from its dispatch. The orchestrator refuses a
+    /// callback without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt_token: Option<String>,
     /// The output and assets (`outputPath`, `outputSize`, `output`,
     /// `assets`), flattened into this object as in the spec.
     #[serde(flatten)]
@@ -255,6 +277,52 @@ pub struct Callback {
     /// Why the attempt failed, when `status` is `failure`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<CallbackError>,
+}
+
+/// The answer to a callback: what became of the run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallbackResponse {
+    /// The task run.
+    pub run_id: String,
+    /// Its state now: `succeeded`, `awaiting_retry` (another attempt is
+    /// scheduled) or `dead` (no attempts left, or the error was fatal).
+    pub status: String,
+}
+
+/// `POST /api/hosts`: a PipeWeave host announces itself, and repeats it as
+/// a liveness ping. The orchestrator dispatches WebAssembly tasks only to
+/// hosts it heard from recently.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostRegistration {
+    /// Unique id of the host; stable across restarts if you want its
+    /// history to read well.
+    pub host_id: String,
+    /// Where the host receives dispatches (`POST {url}/tasks/{taskId}`).
+    pub url: String,
+    /// How many attempts it runs at once; the orchestrator sends about that
+    /// many and the host queues any surplus.
+    pub capacity: u32,
+}
+
+/// The answer to a host registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostRegistrationResponse {
+    /// How often to repeat the registration; a host silent for three
+    /// intervals gets no more dispatches.
+    pub ping_interval_ms: u64,
+}
+
+/// The answer to a module upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModuleUploaded {
+    /// The SHA-256 the orchestrator computed, equal to the one in the path.
+    pub code_hash: String,
+    /// Size in bytes.
+    pub size: u64,
 }
 
 #[cfg(test)]
@@ -325,6 +393,7 @@ mod tests {
             attempt: 2,
             code_version: 3,
             code_hash: "ab".repeat(32),
+            attempt_token: "0123".into(),
             heartbeat_interval_ms: 30_000,
             timeout_ms: 300_000,
             storage_token: None,

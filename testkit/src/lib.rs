@@ -15,8 +15,11 @@
 //!   `target/tools` on first use when it is not on `PATH`.
 //! - [`postgres`]: a PostgreSQL server for tests (`DATABASE_URL`, or a
 //!   private cluster) and a database per test.
+//! - [`process`]: server processes that are killed when dropped, and the
+//!   Python example worker.
 
 pub mod postgres;
+pub mod process;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

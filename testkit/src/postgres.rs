@@ -105,6 +105,19 @@ pub fn create_database(template: Option<&str>) -> String {
     server.url(&name)
 }
 
+/// Creates a new database from a template that `migrate` brought up to
+/// date once per process (given the template's URL), and returns its URL.
+#[track_caller]
+pub fn migrated_database(migrate: fn(&str)) -> String {
+    static TEMPLATE: OnceLock<String> = OnceLock::new();
+    let template = TEMPLATE.get_or_init(|| {
+        let url = create_database(None);
+        migrate(&url);
+        url.rsplit('/').next().unwrap_or_default().to_owned()
+    });
+    create_database(Some(template))
+}
+
 fn start() -> Result<Server, String> {
     if let Ok(url) = std::env::var("DATABASE_URL") {
         return external(&url);

@@ -1,0 +1,486 @@
+//! The dispatch server of `pipeweave host`: receives attempts from the
+//! orchestrator over HTTP and runs them with the same [`Runner`] as
+//! `pipeweave run`, so what a task author debugs locally is what runs in
+//! production.
+//!
+//! For each `POST /tasks/{taskId}` ([`Dispatch`]) the server answers
+//! `202 Accepted` at once, then:
+//!
+//! 1. sends heartbeats every `heartbeatIntervalMs` from that moment (the
+//!    guest does not have to), carrying the latest progress; an answer
+//!    that the attempt was cancelled or superseded interrupts the guest;
+//! 2. waits for one of its `capacity` slots; attempts beyond capacity
+//!    queue here, still heartbeating;
+//! 3. fetches the module by code hash the first time (`GET
+//!    /api/modules/{codeHash}`, checked against the hash), after which the
+//!    runner's compiled cache serves it;
+//! 4. runs the attempt and reports with `POST /api/callback/{runId}`,
+//!    retrying while the orchestrator is unreachable.
+//!
+//! The host registers itself with `POST /api/hosts` and repeats that as a
+//! liveness ping.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use pipeweave_protocol::wire::{
+    Callback, CallbackError, CallbackStatus, Dispatch, Heartbeat, HeartbeatResponse,
+    HostRegistration, HostRegistrationResponse, ResultRef,
+};
+use pipeweave_protocol::{CodeHash, FailureReason};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::{OnceCell, Semaphore};
+
+use crate::{CancelToken, EventSink, LoadedTask, RunEvent, RunRequest, Runner};
+
+/// How long callbacks are retried while the orchestrator is unreachable.
+const CALLBACK_PATIENCE: Duration = Duration::from_secs(600);
+
+/// What the dispatch server needs to know.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The orchestrator's base URL, without a trailing slash.
+    pub orchestrator_url: String,
+    /// How the orchestrator reaches this host.
+    pub public_url: String,
+    /// This host's id.
+    pub host_id: String,
+    /// Attempts run at once.
+    pub capacity: usize,
+}
+
+/// The dispatch server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The socket failed.
+    #[error("cannot serve HTTP: {0}")]
+    Serve(#[source] std::io::Error),
+    /// The HTTP client could not be built.
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+}
+
+#[derive(Debug)]
+struct Host {
+    runner: Arc<Runner>,
+    config: ServerConfig,
+    http: reqwest::Client,
+    slots: Semaphore,
+    /// Loaded tasks by code hash; each cell is filled once, by the first
+    /// attempt that needs it.
+    modules: Mutex<HashMap<String, Arc<OnceCell<Arc<LoadedTask>>>>>,
+}
+
+/// Serves dispatches on `listener` and pings the orchestrator until
+/// `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    runner: Arc<Runner>,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(ServerError::Client)?;
+    let host = Arc::new(Host {
+        runner,
+        slots: Semaphore::new(config.capacity.max(1)),
+        config,
+        http,
+        modules: Mutex::new(HashMap::new()),
+    });
+    let pinger = tokio::spawn(ping_loop(host.clone()));
+    let app = Router::new()
+        .route("/tasks/{task_id}", post(accept))
+        .route("/health", get(|| async { Json(json!({ "status": "ok" })) }))
+        .with_state(host);
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(ServerError::Serve);
+    pinger.abort();
+    served
+}
+
+/// Registers with the orchestrator, then repeats it at the interval the
+/// orchestrator asks for.
+async fn ping_loop(host: Arc<Host>) {
+    let registration = HostRegistration {
+        host_id: host.config.host_id.clone(),
+        url: host.config.public_url.clone(),
+        capacity: u32::try_from(host.config.capacity).unwrap_or(u32::MAX),
+    };
+    let url = format!("{}/api/hosts", host.config.orchestrator_url);
+    let mut registered = false;
+    loop {
+        let interval = match post_json::<_, HostRegistrationResponse>(
+            &host.http,
+            &url,
+            &registration,
+        )
+        .await
+        {
+            Ok(answer) => {
+                if !registered {
+                    tracing::info!(orchestrator = %host.config.orchestrator_url, "registered with the orchestrator");
+                    registered = true;
+                }
+                Duration::from_millis(answer.ping_interval_ms.max(100))
+            }
+            Err(error) => {
+                tracing::warn!(%url, "cannot register with the orchestrator: {error}");
+                registered = false;
+                Duration::from_millis(500)
+            }
+        };
+        tokio::time::sleep(interval).await;
+    }
+}
+
+async fn post_json<T: serde::Serialize, R: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    url: &str,
+    body: &T,
+) -> Result<R, String> {
+    let response = http
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    if !status.is_success() {
+        let text = response.text().await.unwrap_or_default();
+        return Err(format!("{status}: {text}"));
+    }
+    response.json().await.map_err(|e| e.to_string())
+}
+
+async fn accept(
+    State(host): State<Arc<Host>>,
+    Path(task_id): Path<String>,
+    Json(dispatch): Json<Dispatch>,
+) -> (StatusCode, Json<Value>) {
+    if dispatch.task_id != task_id {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(
+                json!({ "error": format!("taskId: {:?} does not match the path's {task_id:?}", dispatch.task_id) }),
+            ),
+        );
+    }
+    tracing::debug!(run_id = %dispatch.run_id, attempt = dispatch.attempt, %task_id, "dispatch accepted");
+    tokio::spawn(run_attempt(host, dispatch));
+    (StatusCode::ACCEPTED, Json(json!({ "accepted": true })))
+}
+
+/// Progress reported by the guest, for the next heartbeat.
+#[derive(Debug, Default)]
+struct LatestProgress(Mutex<Option<(u8, Option<String>)>>);
+
+impl EventSink for LatestProgress {
+    fn event(&self, event: RunEvent) {
+        if let RunEvent::Progress { percent, message } = event
+            && let Ok(mut latest) = self.0.lock()
+        {
+            *latest = Some((percent, message));
+        }
+    }
+}
+
+/// Why the orchestrator no longer wants an attempt's result.
+#[derive(Debug, Default)]
+struct Abandoned(std::sync::atomic::AtomicBool);
+
+async fn run_attempt(host: Arc<Host>, dispatch: Dispatch) {
+    let cancel = CancelToken::new();
+    let progress = Arc::new(LatestProgress::default());
+    let abandoned = Arc::new(Abandoned::default());
+    let heartbeats = tokio::spawn(heartbeat_loop(
+        host.clone(),
+        dispatch.clone(),
+        cancel.clone(),
+        progress.clone(),
+        abandoned.clone(),
+    ));
+    let callback = {
+        let _slot = host.slots.acquire().await;
+        if cancel.is_cancelled() {
+            None
+        } else {
+            Some(execute(&host, &dispatch, cancel.clone(), progress).await)
+        }
+    };
+    heartbeats.abort();
+    let Some(callback) = callback else { return };
+    if abandoned.0.load(std::sync::atomic::Ordering::SeqCst) {
+        tracing::info!(run_id = %dispatch.run_id, attempt = dispatch.attempt, "attempt abandoned; no callback");
+        return;
+    }
+    send_callback(&host, &dispatch, &callback).await;
+}
+
+async fn heartbeat_loop(
+    host: Arc<Host>,
+    dispatch: Dispatch,
+    cancel: CancelToken,
+    progress: Arc<LatestProgress>,
+    abandoned: Arc<Abandoned>,
+) {
+    let interval = Duration::from_millis(dispatch.heartbeat_interval_ms.max(50));
+    loop {
+        let latest = progress.0.lock().ok().and_then(|p| p.clone());
+        let beat = Heartbeat {
+            run_id: dispatch.run_id.clone(),
+            attempt: dispatch.attempt,
+            attempt_token: Some(dispatch.attempt_token.clone()),
+            progress: latest.as_ref().map(|(percent, _)| *percent),
+            message: latest.and_then(|(_, message)| message),
+        };
+        match host
+            .http
+            .post(&dispatch.heartbeat_url)
+            .json(&beat)
+            .send()
+            .await
+        {
+            Ok(response)
+                if response.status() == StatusCode::CONFLICT
+                    || response.status() == StatusCode::NOT_FOUND =>
+            {
+                tracing::info!(run_id = %dispatch.run_id, attempt = dispatch.attempt, "attempt superseded; interrupting it");
+                abandoned.0.store(true, std::sync::atomic::Ordering::SeqCst);
+                cancel.cancel();
+                return;
+            }
+            Ok(response) if response.status().is_success() => {
+                if response
+                    .json::<HeartbeatResponse>()
+                    .await
+                    .is_ok_and(|answer| answer.cancel)
+                {
+                    tracing::info!(run_id = %dispatch.run_id, "attempt cancelled by the orchestrator");
+                    abandoned.0.store(true, std::sync::atomic::Ordering::SeqCst);
+                    cancel.cancel();
+                    return;
+                }
+            }
+            Ok(response) => {
+                tracing::warn!(run_id = %dispatch.run_id, status = %response.status(), "heartbeat refused")
+            }
+            Err(error) => tracing::warn!(run_id = %dispatch.run_id, "heartbeat failed: {error}"),
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+fn failure(reason: FailureReason, message: String, retryable: bool) -> Callback {
+    Callback {
+        status: CallbackStatus::Failure,
+        attempt: None,
+        attempt_token: None,
+        result: ResultRef::default(),
+        logs_path: None,
+        selected_next: None,
+        error: Some(CallbackError {
+            code: Some(reason.error_code()),
+            message,
+            retryable,
+            reason: Some(reason),
+            details: None,
+        }),
+    }
+}
+
+/// The loaded task for a dispatch, fetching and compiling it the first
+/// time its code hash is seen.
+async fn load(host: &Host, dispatch: &Dispatch) -> Result<Arc<LoadedTask>, Callback> {
+    let expected: CodeHash = dispatch.code_hash.parse().map_err(|_| {
+        failure(
+            FailureReason::InvalidComponent,
+            format!("codeHash {:?} is not a module digest", dispatch.code_hash),
+            false,
+        )
+    })?;
+    let cell = {
+        let mut modules = host.modules.lock().map_err(|_| {
+            failure(
+                FailureReason::DispatchFailed,
+                "the host's module table is poisoned".into(),
+                true,
+            )
+        })?;
+        modules
+            .entry(dispatch.code_hash.clone())
+            .or_default()
+            .clone()
+    };
+    let task = cell
+        .get_or_try_init(|| async {
+            let url = format!(
+                "{}/api/modules/{}",
+                host.config.orchestrator_url, dispatch.code_hash
+            );
+            let response = host.http.get(&url).send().await.map_err(|e| {
+                failure(
+                    FailureReason::DispatchFailed,
+                    format!("cannot fetch module {url}: {e}"),
+                    true,
+                )
+            })?;
+            if !response.status().is_success() {
+                return Err(failure(
+                    FailureReason::InvalidComponent,
+                    format!("cannot fetch module {url}: {}", response.status()),
+                    false,
+                ));
+            }
+            let bytes = response.bytes().await.map_err(|e| {
+                failure(
+                    FailureReason::DispatchFailed,
+                    format!("cannot fetch module {url}: {e}"),
+                    true,
+                )
+            })?;
+            if CodeHash::of(&bytes) != expected {
+                return Err(failure(
+                    FailureReason::DispatchFailed,
+                    format!("module {url} does not hash to {expected}"),
+                    true,
+                ));
+            }
+            let task = host.runner.load(bytes.to_vec()).await.map_err(|e| {
+                failure(
+                    FailureReason::InvalidComponent,
+                    format!("cannot load module {expected}: {e}"),
+                    false,
+                )
+            })?;
+            tracing::info!(code_hash = %expected, task_id = %task.descriptor().id, "module loaded");
+            Ok(task)
+        })
+        .await?;
+    if task.descriptor().id != dispatch.task_id {
+        return Err(failure(
+            FailureReason::InvalidComponent,
+            format!(
+                "module {expected} implements task {:?}, not {:?}",
+                task.descriptor().id,
+                dispatch.task_id
+            ),
+            false,
+        ));
+    }
+    Ok(task.clone())
+}
+
+async fn execute(
+    host: &Host,
+    dispatch: &Dispatch,
+    cancel: CancelToken,
+    progress: Arc<LatestProgress>,
+) -> Callback {
+    let task = match load(host, dispatch).await {
+        Ok(task) => task,
+        Err(callback) => return callback,
+    };
+    let mut request = RunRequest::new(dispatch.initial_input.clone().unwrap_or(Value::Null));
+    request.run_id = dispatch.run_id.clone();
+    request.pipeline_run_id = dispatch.pipeline_run_id.clone();
+    request.attempt = dispatch.attempt;
+    request.code_version = dispatch.code_version;
+    request.previous_attempts = dispatch.previous_attempts.clone();
+    request.upstream = dispatch
+        .upstream_refs
+        .iter()
+        .filter_map(|(task, result)| result.output.clone().map(|output| (task.clone(), output)))
+        .collect();
+    request.timeout = Some(Duration::from_millis(dispatch.timeout_ms));
+    request.cancel = Some(cancel);
+    request.events = progress;
+    match host.runner.run(&task, request).await {
+        Ok(report) => match report.outcome {
+            Ok(success) => Callback {
+                status: CallbackStatus::Success,
+                attempt: None,
+                attempt_token: None,
+                result: ResultRef {
+                    output: Some(success.output),
+                    ..ResultRef::default()
+                },
+                logs_path: None,
+                selected_next: success.run_next,
+                error: None,
+            },
+            Err(failed) => Callback {
+                error: Some(CallbackError {
+                    message: failed.message,
+                    code: failed.code,
+                    retryable: failed.retryable,
+                    reason: Some(failed.reason),
+                    details: failed.details,
+                }),
+                ..failure(failed.reason, String::new(), false)
+            },
+        },
+        Err(error) => failure(
+            FailureReason::DispatchFailed,
+            format!("the host could not run the attempt: {error}"),
+            true,
+        ),
+    }
+}
+
+/// Sends the callback, retrying with backoff while the orchestrator is
+/// unreachable or answers 5xx; a 4xx is final (the attempt is over).
+async fn send_callback(host: &Host, dispatch: &Dispatch, callback: &Callback) {
+    let mut callback = callback.clone();
+    callback.attempt = Some(dispatch.attempt);
+    callback.attempt_token = Some(dispatch.attempt_token.clone());
+    let started = tokio::time::Instant::now();
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match host
+            .http
+            .post(&dispatch.callback_url)
+            .json(&callback)
+            .send()
+            .await
+        {
+            Ok(response) if response.status().is_success() => {
+                tracing::debug!(run_id = %dispatch.run_id, attempt = dispatch.attempt, "callback delivered");
+                return;
+            }
+            Ok(response)
+                if response.status().is_client_error()
+                    && response.status() != StatusCode::TOO_MANY_REQUESTS =>
+            {
+                let status = response.status();
+                let text = response.text().await.unwrap_or_default();
+                tracing::warn!(run_id = %dispatch.run_id, %status, "callback refused: {text}");
+                return;
+            }
+            Ok(response) => {
+                tracing::warn!(run_id = %dispatch.run_id, status = %response.status(), "callback failed; retrying")
+            }
+            Err(error) => {
+                tracing::warn!(run_id = %dispatch.run_id, "callback failed; retrying: {error}")
+            }
+        }
+        if started.elapsed() > CALLBACK_PATIENCE {
+            tracing::error!(run_id = %dispatch.run_id, "giving up on the callback after {CALLBACK_PATIENCE:?}");
+            return;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}

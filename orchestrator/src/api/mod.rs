@@ -1,0 +1,67 @@
+//! The HTTP API: one module per resource, each with its own `router()`.
+//! Paths and JSON shapes follow the spec; additions are optional fields and
+//! new paths, never renames.
+
+pub mod error;
+pub mod json;
+mod queue;
+mod register;
+mod runs_view;
+mod services;
+pub use services::HOST_PING_INTERVAL_MS;
+mod workers;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use serde_json::json;
+use sqlx::PgPool;
+use tokio::sync::Notify;
+
+use crate::config::Config;
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The database.
+    pub pool: PgPool,
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// Wakes the scheduler when capacity appears (a host registers).
+    pub wake_scheduler: Arc<Notify>,
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .merge(register::router())
+        .merge(services::router())
+        .merge(queue::router())
+        .merge(workers::router())
+        .with_state(state)
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+/// `GET /health`: the API answers and the database is reachable.
+async fn health(State(state): State<AppState>) -> (StatusCode, axum::Json<serde_json::Value>) {
+    match sqlx::query_scalar::<_, i32>("select 1")
+        .fetch_one(&state.pool)
+        .await
+    {
+        Ok(_) => (
+            StatusCode::OK,
+            axum::Json(json!({ "status": "ok", "database": "ok" })),
+        ),
+        Err(error) => {
+            tracing::warn!(%error, "health check: database unreachable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({ "status": "unavailable", "database": "unreachable" })),
+            )
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! What hosts and plain HTTP workers call while an attempt runs:
+//! `POST /api/heartbeat`, `POST /api/progress` and
+//! `POST /api/callback/:runId`. Each names the attempt and carries its
+//! token; a message from any attempt but the run's current running one is
+//! answered 409 and changes nothing.
+
+use axum::extract::{Path, State};
+use axum::routing::post;
+use axum::{Json, Router};
+use pipeweave_protocol::FailureReason;
+use pipeweave_protocol::wire::{
+    Callback, CallbackResponse, CallbackStatus, Heartbeat, HeartbeatResponse,
+};
+use uuid::Uuid;
+
+use super::AppState;
+use super::error::ApiError;
+use super::json::ApiJson;
+use crate::RunId;
+use crate::queue::{self, AttemptError, AttemptRef};
+use crate::storage::{self, RunState};
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/heartbeat", post(heartbeat))
+        .route("/api/progress", post(progress))
+        .route("/api/callback/{run_id}", post(callback))
+}
+
+fn parse_run_id(field: &str, text: &str) -> Result<RunId, ApiError> {
+    text.parse()
+        .map_err(|e: crate::ids::InvalidRunId| ApiError::invalid(field, e.to_string()))
+}
+
+fn parse_token(token: Option<&str>) -> Result<Uuid, ApiError> {
+    let token = token.ok_or_else(|| {
+        ApiError::invalid(
+            "attemptToken",
+            "is missing; send back the attemptToken of the attempt's dispatch",
+        )
+    })?;
+    Uuid::try_parse(token)
+        .map_err(|_| ApiError::invalid("attemptToken", "is not a token this orchestrator issued"))
+}
+
+fn parse_attempt(attempt: u32) -> Result<i32, ApiError> {
+    i32::try_from(attempt).map_err(|_| ApiError::invalid("attempt", "is out of range"))
+}
+
+/// Why a message about `attempt` of `run_id` was not taken: 404 for an
+/// unknown run, else 409 saying what the run is doing now.
+async fn refusal(state: &AppState, run_id: RunId, attempt: i32) -> ApiError {
+    match storage::runs::attempt_state(&state.pool, run_id.0).await {
+        Ok(None) => ApiError::NotFound {
+            what: "task run",
+            id: run_id.to_string(),
+        },
+        Ok(Some(now)) if now.state == RunState::Running && now.attempt == attempt => {
+            ApiError::Conflict(format!(
+                "attemptToken does not match attempt {attempt} of run {run_id}"
+            ))
+        }
+        Ok(Some(now)) if now.state == RunState::Running => ApiError::Conflict(format!(
+            "attempt {attempt} of run {run_id} was superseded: attempt {} is running now",
+            now.attempt
+        )),
+        Ok(Some(now)) => ApiError::Conflict(format!(
+            "attempt {attempt} of run {run_id} is over: the run is {} (attempt {})",
+            now.state.as_str(),
+            now.attempt
+        )),
+        Err(error) => error.into(),
+    }
+}
+
+async fn record_heartbeat(
+    state: &AppState,
+    beat: Heartbeat,
+) -> Result<Json<HeartbeatResponse>, ApiError> {
+    let run_id = parse_run_id("runId", &beat.run_id)?;
+    let attempt = parse_attempt(beat.attempt)?;
+    let token = parse_token(beat.attempt_token.as_deref())?;
+    if beat.progress.is_some_and(|p| p > 100) {
+        return Err(ApiError::invalid("progress", "must be between 0 and 100"));
+    }
+    if beat.message.as_ref().is_some_and(|m| m.len() > 1000) {
+        return Err(ApiError::invalid("message", "must be at most 1000 bytes"));
+    }
+    let current = storage::runs::heartbeat(
+        &state.pool,
+        run_id.0,
+        attempt,
+        token,
+        beat.progress.map(i16::from),
+        beat.message.as_deref(),
+        chrono::Utc::now(),
+    )
+    .await?;
+    if !current {
+        return Err(refusal(state, run_id, attempt).await);
+    }
+    Ok(Json(HeartbeatResponse { cancel: false }))
+}
+
+async fn heartbeat(
+    State(state): State<AppState>,
+    ApiJson(beat): ApiJson<Heartbeat>,
+) -> Result<Json<HeartbeatResponse>, ApiError> {
+    record_heartbeat(&state, beat).await
+}
+
+/// `POST /api/progress`: a heartbeat that must carry `progress`.
+async fn progress(
+    State(state): State<AppState>,
+    ApiJson(beat): ApiJson<Heartbeat>,
+) -> Result<Json<HeartbeatResponse>, ApiError> {
+    if beat.progress.is_none() {
+        return Err(ApiError::invalid(
+            "progress",
+            "is missing; send a percentage from 0 to 100",
+        ));
+    }
+    record_heartbeat(&state, beat).await
+}
+
+async fn callback(
+    State(state): State<AppState>,
+    Path(run_id): Path<String>,
+    ApiJson(callback): ApiJson<Callback>,
+) -> Result<Json<CallbackResponse>, ApiError> {
+    let run_id = parse_run_id("runId", &run_id)?;
+    let token = parse_token(callback.attempt_token.as_deref())?;
+    let attempt = match callback.attempt {
+        Some(attempt) => parse_attempt(attempt)?,
+        // Spec-era workers do not repeat the attempt; the token still
+        // ties the callback to one.
+        None => {
+            storage::runs::attempt_state(&state.pool, run_id.0)
+                .await?
+                .ok_or_else(|| ApiError::NotFound {
+                    what: "task run",
+                    id: run_id.to_string(),
+                })?
+                .attempt
+        }
+    };
+    let now = chrono::Utc::now();
+    let status = match callback.status {
+        CallbackStatus::Success => {
+            if callback.error.is_some() {
+                return Err(ApiError::invalid(
+                    "error",
+                    "a successful callback carries no error",
+                ));
+            }
+            let result =
+                serde_json::to_value(&callback.result).map_err(|source| crate::Error::Corrupt {
+                    what: "callback result",
+                    source,
+                })?;
+            let success = storage::runs::Success {
+                run_id: run_id.0,
+                attempt,
+                attempt_token: token,
+                result,
+            };
+            let finished = storage::runs::succeed(&state.pool, &[success], now).await?;
+            if finished.is_empty() {
+                return Err(refusal(&state, run_id, attempt).await);
+            }
+            tracing::debug!(%run_id, attempt, "attempt succeeded");
+            RunState::Succeeded
+        }
+        CallbackStatus::Failure => {
+            let reported = callback.error.ok_or_else(|| {
+                ApiError::invalid(
+                    "error",
+                    "is missing; a failure callback says what went wrong",
+                )
+            })?;
+            let error = AttemptError {
+                message: reported.message,
+                code: reported.code,
+                retryable: reported.retryable,
+                reason: reported.reason.unwrap_or(FailureReason::TaskError),
+                details: reported.details,
+            };
+            let reference = AttemptRef {
+                run_id: run_id.0,
+                attempt,
+                attempt_token: token,
+            };
+            match queue::fail_attempt(&state.pool, reference, &error, now).await? {
+                Some(next) => next,
+                None => return Err(refusal(&state, run_id, attempt).await),
+            }
+        }
+    };
+    if status == RunState::AwaitingRetry {
+        state.wake_scheduler.notify_one();
+    }
+    Ok(Json(CallbackResponse {
+        run_id: run_id.to_string(),
+        status: status.as_str().to_owned(),
+    }))
+}

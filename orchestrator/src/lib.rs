@@ -1,0 +1,106 @@
+//! The PipeWeave orchestrator: an HTTP API over a PostgreSQL queue that
+//! dispatches task attempts to PipeWeave hosts (WebAssembly tasks) and to
+//! plain HTTP workers in any language, watches their heartbeats, and
+//! retries by each task's policy.
+//!
+//! All state is in PostgreSQL. A task run is a row of `runs`; claiming is
+//! one `FOR UPDATE SKIP LOCKED` statement that honours priority, delayed
+//! runs and each task's concurrency limit across every replica; wake-ups
+//! come from `LISTEN/NOTIFY` with polling as the fallback. Every state
+//! change is one transaction guarded by the attempt's token, so any number
+//! of orchestrators can share a database and a crash at any instant loses
+//! nothing. The orchestrator never links wasmtime: hosts and workers meet
+//! it only in the wire protocol of `pipeweave_protocol::wire`
+//! (`docs/protocol.md`).
+//!
+//! # Layout
+//!
+//! - [`config`]: environment variables and flags, checked into a `Config`
+//! - [`api`]: the HTTP API, one module per resource; `api::error` maps
+//!   errors to statuses
+//! - [`queue`]: retry policy and the failure of an attempt; LISTEN/NOTIFY
+//! - [`scheduler`]: dispatch rounds and the heartbeat watch
+//! - [`storage`]: every SQL statement, one file per table
+//! - [`serve`]: runs the API and, in standalone mode, the scheduler
+
+pub mod api;
+pub mod config;
+mod error;
+pub mod ids;
+pub mod queue;
+pub mod scheduler;
+pub mod shutdown;
+pub mod storage;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::PgPoolOptions;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+pub use config::{Config, Mode};
+pub use error::{Error, Result};
+pub use ids::RunId;
+pub use shutdown::{Shutdown, ShutdownTrigger};
+
+/// An error and its causes on one line: `a: b: c`.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // Some errors repeat their source in their own message.
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Connects to the database (waiting up to 30 s for it to come up).
+pub async fn connect(database_url: &str) -> Result<sqlx::PgPool> {
+    let pool = PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect(database_url)
+        .await?;
+    Ok(pool)
+}
+
+/// The API state for a pool and configuration.
+pub fn app_state(pool: sqlx::PgPool, config: Config) -> api::AppState {
+    api::AppState {
+        pool,
+        config: Arc::new(config),
+        wake_scheduler: Arc::new(Notify::new()),
+    }
+}
+
+/// Serves the API on `listener` and, in standalone mode, runs the
+/// scheduler and the heartbeat watch, until `shutdown`. Migrations must
+/// have been applied ([`storage::migrate`]).
+pub async fn serve(listener: TcpListener, state: api::AppState, shutdown: Shutdown) -> Result<()> {
+    // The only TLS provider compiled in; reqwest needs one installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut background = Vec::new();
+    if state.config.mode == Mode::Standalone {
+        let scheduler = Arc::new(scheduler::Scheduler::new(state.clone()));
+        background.push(tokio::spawn(
+            scheduler.clone().run_dispatcher(shutdown.clone()),
+        ));
+        background.push(tokio::spawn(scheduler.run_watch(shutdown.clone())));
+    }
+    let app = api::router(state);
+    let stop = shutdown.clone();
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.wait().await })
+        .await
+        .map_err(Error::Serve);
+    for task in background {
+        let _ = task.await;
+    }
+    served
+}

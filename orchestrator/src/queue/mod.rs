@@ -1,0 +1,122 @@
+//! The queue's rules, over the storage layer: how a failed attempt is
+//! decided and recorded, and the wake-ups that tell schedulers there is
+//! work.
+
+pub mod notify;
+pub mod retry;
+
+use chrono::{DateTime, Utc};
+use pipeweave_protocol::{FailureReason, TaskDescriptor};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::storage::{self, RunState};
+use retry::{AfterFailure, RetryPolicy};
+
+/// Why an attempt failed, as recorded on the attempt and shown to the next
+/// one in `previousAttempts`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptError {
+    /// What went wrong.
+    pub message: String,
+    /// The error code the next attempt sees.
+    pub code: Option<String>,
+    /// Whether another attempt may help.
+    pub retryable: bool,
+    /// The named reason.
+    pub reason: FailureReason,
+    /// Extra detail from the task.
+    pub details: Option<Value>,
+}
+
+impl AttemptError {
+    /// A failure the orchestrator itself decided (a lost heartbeat, a
+    /// timeout, a refused dispatch): its code is the reason in upper case.
+    pub fn decided(reason: FailureReason, message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            code: Some(reason.error_code()),
+            retryable: reason.host_retryable(),
+            reason,
+            details: None,
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "message": self.message,
+            "code": self.code,
+            "retryable": self.retryable,
+            "reason": self.reason,
+            "details": self.details,
+        })
+    }
+}
+
+/// Which attempt a message is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptRef {
+    /// The run.
+    pub run_id: Uuid,
+    /// The attempt number.
+    pub attempt: i32,
+    /// Its token.
+    pub attempt_token: Uuid,
+}
+
+/// Ends an attempt as failed and decides by its task's retry policy
+/// whether the run waits for another attempt or is dead, in one
+/// transaction. Returns the run's new state, or `None` when the attempt
+/// was no longer current (then nothing changed).
+pub async fn fail_attempt(
+    pool: &PgPool,
+    attempt: AttemptRef,
+    error: &AttemptError,
+    now: DateTime<Utc>,
+) -> crate::Result<Option<RunState>> {
+    let mut tx = pool.begin().await?;
+    let Some(running) = storage::runs::lock_running(&mut tx, attempt.run_id).await? else {
+        return Ok(None);
+    };
+    if running.attempt != attempt.attempt || running.attempt_token != attempt.attempt_token {
+        return Ok(None);
+    }
+    let descriptor: TaskDescriptor =
+        serde_json::from_value(running.descriptor.clone()).map_err(|source| {
+            crate::Error::Corrupt {
+                what: "task descriptor",
+                source,
+            }
+        })?;
+    let failed_attempt = u32::try_from(running.attempt).unwrap_or(u32::MAX);
+    let (next, retry_at) =
+        match RetryPolicy::of(&descriptor).after_failure(failed_attempt, error.retryable) {
+            AfterFailure::RetryIn(delay) => {
+                let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+                (
+                    RunState::AwaitingRetry,
+                    Some(
+                        now.checked_add_signed(delay)
+                            .unwrap_or(DateTime::<Utc>::MAX_UTC),
+                    ),
+                )
+            }
+            AfterFailure::Dead => (RunState::Dead, None),
+        };
+    let recorded =
+        storage::runs::fail(&mut tx, &running, &error.to_json(), next, retry_at, now).await?;
+    tx.commit().await?;
+    if recorded {
+        tracing::info!(
+            run_id = %crate::RunId(attempt.run_id),
+            task_id = %running.task_id,
+            attempt = running.attempt,
+            reason = %error.reason,
+            next = next.as_str(),
+            "attempt failed: {}",
+            error.message
+        );
+    }
+    Ok(recorded.then_some(next))
+}

@@ -1,0 +1,238 @@
+//! One dispatch round: find targets with free capacity, claim due runs for
+//! each, and hand every claimed attempt over with `POST
+//! {target}/tasks/{taskId}`. A target that refuses, does not answer within
+//! [`DISPATCH_TIMEOUT`] or cannot be reached fails that attempt as
+//! retryable (`dispatch_failed`); the run goes back to the queue by its
+//! retry policy, so nothing is lost.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use pipeweave_protocol::wire::Dispatch;
+use pipeweave_protocol::{FailureReason, PreviousAttempt};
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+use super::Scheduler;
+use crate::RunId;
+use crate::queue::{self, AttemptError, AttemptRef};
+use crate::storage;
+
+/// How long a target has to accept a dispatch.
+pub const DISPATCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most runs claimed for one target in one statement.
+const CLAIM_BATCH: i64 = 200;
+
+/// What one round did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoundReport {
+    /// Attempts claimed and sent.
+    pub dispatched: usize,
+    /// Attempts whose dispatch failed.
+    pub failed: usize,
+    /// Some claim filled its batch: there is probably more to do now.
+    pub full: bool,
+}
+
+/// Where claimed attempts go.
+#[derive(Debug)]
+struct Target {
+    /// Host id or service id; recorded on the run.
+    id: String,
+    /// Base URL; dispatches go to `{url}/tasks/{taskId}`.
+    url: String,
+    /// A PipeWeave host (taken out of rotation when unreachable).
+    is_host: bool,
+    /// Tasks it runs.
+    task_ids: Vec<String>,
+    /// Attempts it can take now.
+    free: i64,
+}
+
+async fn targets(scheduler: &Scheduler) -> crate::Result<Vec<Target>> {
+    let pool = &scheduler.state.pool;
+    let config = &scheduler.state.config;
+    let mut targets = Vec::new();
+    for service in storage::services::http_targets(pool).await? {
+        let capacity = i64::from(
+            service
+                .capacity
+                .unwrap_or(i32::try_from(config.max_concurrency).unwrap_or(i32::MAX)),
+        );
+        targets.push(Target {
+            id: service.id,
+            url: service.base_url.trim_end_matches('/').to_owned(),
+            is_host: false,
+            task_ids: service.task_ids,
+            free: capacity - service.running,
+        });
+    }
+    let live_since =
+        Utc::now() - chrono::Duration::milliseconds(3 * crate::api::HOST_PING_INTERVAL_MS as i64);
+    let hosts = storage::hosts::live(pool, live_since).await?;
+    if !hosts.is_empty() {
+        let wasm_tasks = storage::tasks::wasm_task_ids(pool).await?;
+        for host in hosts {
+            targets.push(Target {
+                id: host.id,
+                url: host.url,
+                is_host: true,
+                task_ids: wasm_tasks.clone(),
+                free: i64::from(host.capacity) - host.running,
+            });
+        }
+    }
+    targets.retain(|t| t.free > 0 && !t.task_ids.is_empty());
+    // The emptiest targets first, so load spreads across hosts.
+    targets.sort_by_key(|t| std::cmp::Reverse(t.free));
+    Ok(targets)
+}
+
+/// Claims and dispatches once for every target with free capacity.
+pub async fn dispatch_round(scheduler: &Scheduler) -> crate::Result<RoundReport> {
+    let mut report = RoundReport::default();
+    let pool = &scheduler.state.pool;
+    let mut sends = JoinSet::new();
+    for target in targets(scheduler).await? {
+        let limit = target.free.min(CLAIM_BATCH);
+        let claimed =
+            storage::runs::claim(pool, &target.task_ids, limit, Utc::now(), &target.id).await?;
+        if claimed.is_empty() {
+            continue;
+        }
+        report.full |= claimed.len() as i64 == limit && limit == CLAIM_BATCH;
+        let previous = previous_attempts(pool, &claimed).await?;
+        for run in claimed {
+            let dispatch = dispatch_message(
+                scheduler,
+                &run,
+                previous.get(&run.id).cloned().unwrap_or_default(),
+            );
+            let url = format!("{}/tasks/{}", target.url, run.task_id);
+            let http = scheduler.http.clone();
+            let reference = AttemptRef {
+                run_id: run.id,
+                attempt: run.attempt,
+                attempt_token: run.attempt_token,
+            };
+            let (target_id, is_host) = (target.id.clone(), target.is_host);
+            sends.spawn(async move {
+                let outcome = send(&http, &url, &dispatch).await;
+                (reference, target_id, is_host, outcome)
+            });
+        }
+    }
+    while let Some(joined) = sends.join_next().await {
+        let Ok((reference, target_id, is_host, outcome)) = joined else {
+            continue;
+        };
+        match outcome {
+            Ok(()) => report.dispatched += 1,
+            Err(failure) => {
+                report.failed += 1;
+                tracing::warn!(run_id = %RunId(reference.run_id), target = %target_id, "dispatch failed: {}", failure.message);
+                if is_host && failure.unreachable {
+                    storage::hosts::mark_unreachable(pool, &target_id).await?;
+                }
+                let error = AttemptError::decided(FailureReason::DispatchFailed, failure.message);
+                queue::fail_attempt(pool, reference, &error, Utc::now()).await?;
+            }
+        }
+    }
+    if report.dispatched + report.failed > 0 {
+        tracing::debug!(
+            dispatched = report.dispatched,
+            failed = report.failed,
+            "dispatch round"
+        );
+    }
+    Ok(report)
+}
+
+async fn previous_attempts(
+    pool: &sqlx::PgPool,
+    claimed: &[storage::runs::Claimed],
+) -> crate::Result<HashMap<Uuid, Vec<PreviousAttempt>>> {
+    let retried: Vec<Uuid> = claimed
+        .iter()
+        .filter(|r| r.attempt > 1)
+        .map(|r| r.id)
+        .collect();
+    let mut by_run: HashMap<Uuid, Vec<PreviousAttempt>> = HashMap::new();
+    if retried.is_empty() {
+        return Ok(by_run);
+    }
+    for attempt in storage::attempts::of_runs(pool, &retried).await? {
+        let Some(error) = attempt.error else { continue };
+        by_run
+            .entry(attempt.run_id)
+            .or_default()
+            .push(PreviousAttempt {
+                attempt: u32::try_from(attempt.attempt).unwrap_or(0),
+                error: error["message"].as_str().unwrap_or_default().to_owned(),
+                error_code: error["code"].as_str().map(str::to_owned),
+                timestamp_ms: u64::try_from(attempt.finished_at.timestamp_millis()).unwrap_or(0),
+            });
+    }
+    Ok(by_run)
+}
+
+fn dispatch_message(
+    scheduler: &Scheduler,
+    run: &storage::runs::Claimed,
+    previous: Vec<PreviousAttempt>,
+) -> Dispatch {
+    let public_url = &scheduler.state.config.public_url;
+    let run_id = RunId(run.id).to_string();
+    Dispatch {
+        callback_url: format!("{public_url}/api/callback/{run_id}"),
+        heartbeat_url: format!("{public_url}/api/heartbeat"),
+        run_id,
+        task_id: run.task_id.clone(),
+        pipeline_run_id: None,
+        attempt: u32::try_from(run.attempt).unwrap_or(0),
+        code_version: u32::try_from(run.code_version).unwrap_or(0),
+        code_hash: run.code_hash.clone(),
+        attempt_token: run.attempt_token.to_string(),
+        heartbeat_interval_ms: u64::try_from(run.heartbeat_interval_ms).unwrap_or(u64::MAX),
+        timeout_ms: u64::try_from(run.timeout_ms).unwrap_or(u64::MAX),
+        storage_token: None,
+        initial_input: Some(run.input.clone()),
+        input_path: None,
+        upstream_refs: Default::default(),
+        previous_attempts: previous,
+    }
+}
+
+struct SendFailure {
+    message: String,
+    unreachable: bool,
+}
+
+async fn send(http: &reqwest::Client, url: &str, dispatch: &Dispatch) -> Result<(), SendFailure> {
+    match http.post(url).json(dispatch).send().await {
+        Ok(response) if response.status().is_success() => Ok(()),
+        Ok(response) => {
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            let body: String = body.chars().take(300).collect();
+            Err(SendFailure {
+                message: format!("{url} refused the dispatch with {status}: {body}"),
+                unreachable: false,
+            })
+        }
+        Err(error) => Err(SendFailure {
+            message: if error.is_timeout() {
+                format!(
+                    "{url} did not accept the dispatch within {}s",
+                    DISPATCH_TIMEOUT.as_secs()
+                )
+            } else {
+                format!("cannot reach {url}: {}", crate::error_chain(&error))
+            },
+            unreachable: error.is_connect(),
+        }),
+    }
+}

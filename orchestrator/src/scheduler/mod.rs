@@ -1,0 +1,151 @@
+//! The background work of a standalone orchestrator, also callable one
+//! round at a time (tests, `POST /api/tick` later):
+//!
+//! - [`dispatch_round`] claims due runs for each target with free capacity
+//!   (live PipeWeave hosts for WebAssembly tasks, plain HTTP worker
+//!   services for theirs) and sends each attempt over HTTP;
+//! - [`watch_round`] fails running attempts whose heartbeat went silent
+//!   for twice its interval, or that overran their timeout.
+//!
+//! Several orchestrators may run these against one database: claims skip
+//! each other's locked rows, and every transition is guarded by the
+//! attempt's token, so no attempt is dispatched or finished twice.
+
+mod dispatch;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use pipeweave_protocol::FailureReason;
+
+use crate::api::AppState;
+use crate::queue::{self, AttemptError, AttemptRef};
+use crate::shutdown::Shutdown;
+use crate::storage;
+
+pub use dispatch::{DISPATCH_TIMEOUT, RoundReport, dispatch_round};
+
+/// Grace after an attempt's deadline before the orchestrator fails it
+/// itself: a PipeWeave host enforces the timeout and reports it with more
+/// detail, so it gets the chance first.
+pub const TIMEOUT_GRACE: Duration = Duration::from_secs(2);
+
+/// Most overdue attempts handled per watch round.
+const WATCH_BATCH: i64 = 500;
+
+/// The scheduler's shared state.
+#[derive(Debug, Clone)]
+pub struct Scheduler {
+    /// The API state (pool, config, wake-ups).
+    pub state: AppState,
+    /// The HTTP client for dispatches.
+    pub http: reqwest::Client,
+    /// When this orchestrator began watching heartbeats.
+    pub watching_since: DateTime<Utc>,
+}
+
+impl Scheduler {
+    /// A scheduler over `state`.
+    pub fn new(state: AppState) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(dispatch::DISPATCH_TIMEOUT)
+            .pool_max_idle_per_host(64)
+            .build()
+            .unwrap_or_default();
+        Self {
+            state,
+            http,
+            watching_since: Utc::now(),
+        }
+    }
+
+    /// Claims and dispatches until shutdown: at once when runs are
+    /// enqueued (LISTEN/NOTIFY) or capacity appears, and at least every
+    /// poll interval.
+    pub async fn run_dispatcher(self: Arc<Self>, shutdown: Shutdown) {
+        let wake = self.state.wake_scheduler.clone();
+        tokio::spawn(queue::notify::listen(
+            self.state.pool.clone(),
+            wake.clone(),
+            shutdown.clone(),
+        ));
+        let poll = self.state.config.poll_interval;
+        while !shutdown.is_stopping() {
+            let busy = match dispatch_round(&self).await {
+                Ok(report) => report.full,
+                Err(error) => {
+                    tracing::warn!(error = %crate::error_chain(&error), "dispatch round failed");
+                    false
+                }
+            };
+            if busy {
+                continue;
+            }
+            tokio::select! {
+                () = shutdown.wait() => break,
+                () = wake.notified() => {}
+                () = tokio::time::sleep(poll) => {}
+            }
+        }
+    }
+
+    /// Watches heartbeats and deadlines until shutdown.
+    pub async fn run_watch(self: Arc<Self>, shutdown: Shutdown) {
+        let every = self
+            .state
+            .config
+            .poll_interval
+            .min(Duration::from_millis(250));
+        while !shutdown.is_stopping() {
+            match watch_round(&self, Utc::now()).await {
+                Ok(n) if n > 0 => self.state.wake_scheduler.notify_one(),
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(error = %crate::error_chain(&error), "heartbeat watch failed")
+                }
+            }
+            tokio::select! {
+                () = shutdown.wait() => break,
+                () = tokio::time::sleep(every) => {}
+            }
+        }
+    }
+}
+
+/// Fails every attempt that is overdue at `now`; returns how many.
+pub async fn watch_round(scheduler: &Scheduler, now: DateTime<Utc>) -> crate::Result<usize> {
+    let pool = &scheduler.state.pool;
+    let grace = i64::try_from(TIMEOUT_GRACE.as_millis()).unwrap_or(i64::MAX);
+    let overdue =
+        storage::runs::overdue(pool, now, scheduler.watching_since, grace, WATCH_BATCH).await?;
+    let mut failed = 0;
+    for run in overdue {
+        let error = if run.past_deadline {
+            AttemptError::decided(
+                FailureReason::Timeout,
+                "the attempt ran longer than its task's timeout",
+            )
+        } else {
+            AttemptError::decided(
+                FailureReason::HeartbeatTimeout,
+                format!(
+                    "no heartbeat for twice the heartbeat interval from {}",
+                    run.target.as_deref().unwrap_or("its host or worker")
+                ),
+            )
+        };
+        let reference = AttemptRef {
+            run_id: run.id,
+            attempt: run.attempt,
+            attempt_token: run.attempt_token,
+        };
+        if queue::fail_attempt(pool, reference, &error, now)
+            .await?
+            .is_some()
+        {
+            failed += 1;
+        }
+    }
+    Ok(failed)
+}

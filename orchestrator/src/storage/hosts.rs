@@ -1,0 +1,64 @@
+//! The `hosts` table: PipeWeave hosts and when each last pinged.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+/// Records a host's registration or ping.
+pub async fn upsert(
+    pool: &PgPool,
+    id: &str,
+    url: &str,
+    capacity: i32,
+    now: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "insert into hosts (id, url, capacity, registered_at, last_seen_at) values ($1, $2, $3, $4, $4)
+         on conflict (id) do update set url = excluded.url, capacity = excluded.capacity,
+             last_seen_at = excluded.last_seen_at",
+        id,
+        url,
+        capacity,
+        now
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// A host the scheduler may dispatch to.
+#[derive(Debug, Clone)]
+pub struct LiveHost {
+    /// Its id.
+    pub id: String,
+    /// Where it listens.
+    pub url: String,
+    /// Attempts it runs at once.
+    pub capacity: i32,
+    /// Its attempts running now.
+    pub running: i64,
+}
+
+/// Hosts heard from since `since`, with their running attempts.
+pub async fn live(pool: &PgPool, since: DateTime<Utc>) -> sqlx::Result<Vec<LiveHost>> {
+    sqlx::query_as!(
+        LiveHost,
+        r#"select h.id, h.url, h.capacity,
+                  (select count(*) from runs r where r.state = 'running' and r.target = h.id) as "running!"
+           from hosts h where h.last_seen_at >= $1 order by h.id"#,
+        since
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Takes a host out of rotation until its next ping: a dispatch to it
+/// could not connect.
+pub async fn mark_unreachable(pool: &PgPool, id: &str) -> sqlx::Result<()> {
+    sqlx::query!(
+        "update hosts set last_seen_at = '-infinity' where id = $1",
+        id
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,560 @@
+//! The `runs` table, which is the queue: enqueue, claim, heartbeat, finish
+//! an attempt, and read runs back for the API.
+//!
+//! Every statement that ends an attempt matches the run's current attempt
+//! number and token while it is `running`, so a message from a superseded
+//! attempt finds no row and changes nothing. Ending an attempt also lowers
+//! its task's concurrency counter and records the attempt, in the same
+//! statement.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::RunState;
+
+/// A run to enqueue.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    /// Its id.
+    pub id: Uuid,
+    /// Its task.
+    pub task_id: String,
+    /// Lower runs first.
+    pub priority: i32,
+    /// Not claimed before this.
+    pub scheduled_at: DateTime<Utc>,
+    /// Its input.
+    pub input: Value,
+    /// The caller's own data.
+    pub metadata: Option<Value>,
+}
+
+/// Inserts runs in one statement (one notification wakes the schedulers).
+pub async fn enqueue(
+    conn: &mut PgConnection,
+    runs: &[NewRun],
+    now: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    let ids: Vec<Uuid> = runs.iter().map(|r| r.id).collect();
+    let task_ids: Vec<String> = runs.iter().map(|r| r.task_id.clone()).collect();
+    let priorities: Vec<i32> = runs.iter().map(|r| r.priority).collect();
+    let scheduled: Vec<DateTime<Utc>> = runs.iter().map(|r| r.scheduled_at).collect();
+    let inputs: Vec<Value> = runs.iter().map(|r| r.input.clone()).collect();
+    let metadata: Vec<Value> = runs
+        .iter()
+        .map(|r| r.metadata.clone().unwrap_or(Value::Null))
+        .collect();
+    sqlx::query!(
+        r#"insert into runs (id, task_id, priority, scheduled_at, input, metadata, created_at)
+           select id, task_id, priority, scheduled_at, input, nullif(metadata, 'null'::jsonb), $7
+           from unnest($1::uuid[], $2::text[], $3::integer[], $4::timestamptz[], $5::jsonb[], $6::jsonb[])
+               as new (id, task_id, priority, scheduled_at, input, metadata)"#,
+        &ids,
+        &task_ids,
+        &priorities,
+        &scheduled,
+        &inputs,
+        &metadata,
+        now
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A run claimed for one attempt.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// The run.
+    pub id: Uuid,
+    /// Its task.
+    pub task_id: String,
+    /// The attempt number.
+    pub attempt: i32,
+    /// The attempt's token.
+    pub attempt_token: Uuid,
+    /// The run's input.
+    pub input: Value,
+    /// The task's code version now.
+    pub code_version: i32,
+    /// The task's code hash now.
+    pub code_hash: String,
+    /// The task's timeout.
+    pub timeout_ms: i64,
+    /// The task's heartbeat interval.
+    pub heartbeat_interval_ms: i64,
+}
+
+/// Claims up to `limit` due runs of the tasks in `task_ids` for `target`,
+/// in priority order (lower first, then earliest scheduled), and starts an
+/// attempt of each. One statement:
+///
+/// - tasks with a concurrency limit are locked `skip locked`; a task that
+///   another replica is claiming right now is left alone this round, and a
+///   task at its limit is skipped, so its runs never crowd out others;
+/// - due runs are locked `skip locked` in the order of the `runs_claimable`
+///   index, then trimmed to each limited task's free slots;
+/// - the limited tasks' counters rise by what was claimed, and each run
+///   gets its attempt number, token, deadline and the task's current code.
+pub async fn claim(
+    pool: &PgPool,
+    task_ids: &[String],
+    limit: i64,
+    now: DateTime<Utc>,
+    target: &str,
+) -> sqlx::Result<Vec<Claimed>> {
+    sqlx::query_as!(
+        Claimed,
+        r#"with limited as materialized (
+               select id, concurrency - running_count as free
+               from tasks
+               where id = any($1) and concurrency > 0
+               for update skip locked
+           ),
+           claimable_tasks as materialized (
+               select array(
+                   select id from tasks where id = any($1) and concurrency = 0
+                   union all
+                   select id from limited where free > 0
+               ) as ids
+           ),
+           candidates as materialized (
+               select runs.id, runs.task_id, runs.priority, runs.scheduled_at
+               from runs
+               where runs.state in ('queued', 'awaiting_retry')
+                 and runs.scheduled_at <= $3
+                 and runs.task_id = any((select ids from claimable_tasks)::text[])
+               order by runs.priority, runs.scheduled_at, runs.id
+               limit $2
+               for update skip locked
+           ),
+           chosen as (
+               select ranked.id, ranked.task_id
+               from (
+                   select candidates.*, row_number() over (
+                       partition by candidates.task_id
+                       order by candidates.priority, candidates.scheduled_at, candidates.id
+                   ) as rank_in_task
+                   from candidates
+               ) ranked
+               left join limited on limited.id = ranked.task_id
+               where limited.id is null or ranked.rank_in_task <= limited.free
+           ),
+           counted as (
+               update tasks set running_count = tasks.running_count + per_task.claimed
+               from (select task_id, count(*)::integer as claimed from chosen group by task_id) per_task
+               where tasks.id = per_task.task_id and tasks.concurrency > 0
+           )
+           update runs set
+               state = 'running',
+               attempt = runs.attempt + 1,
+               attempt_token = gen_random_uuid(),
+               target = $4,
+               code_version = tasks.code_version,
+               code_hash = tasks.code_hash,
+               started_at = $3,
+               heartbeat_at = $3,
+               deadline_at = $3 + tasks.timeout_ms * interval '1 millisecond',
+               heartbeat_interval_ms = tasks.heartbeat_interval_ms,
+               progress = null,
+               progress_message = null
+           from chosen
+           join tasks on tasks.id = chosen.task_id
+           where runs.id = chosen.id
+           returning runs.id, runs.task_id, runs.attempt, runs.attempt_token as "attempt_token!",
+                     runs.input, tasks.code_version, tasks.code_hash, tasks.timeout_ms,
+                     tasks.heartbeat_interval_ms"#,
+        task_ids,
+        limit,
+        now,
+        target
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// A successful attempt to record.
+#[derive(Debug, Clone)]
+pub struct Success {
+    /// The run.
+    pub run_id: Uuid,
+    /// The attempt reporting.
+    pub attempt: i32,
+    /// Its token.
+    pub attempt_token: Uuid,
+    /// Its output and assets (a `ResultRef`).
+    pub result: Value,
+}
+
+/// Marks runs succeeded, for the attempts that are still current; returns
+/// the runs that changed. Many at once, in one statement.
+pub async fn succeed(
+    pool: &PgPool,
+    successes: &[Success],
+    now: DateTime<Utc>,
+) -> sqlx::Result<Vec<Uuid>> {
+    let ids: Vec<Uuid> = successes.iter().map(|s| s.run_id).collect();
+    let attempts: Vec<i32> = successes.iter().map(|s| s.attempt).collect();
+    let tokens: Vec<Uuid> = successes.iter().map(|s| s.attempt_token).collect();
+    let results: Vec<Value> = successes.iter().map(|s| s.result.clone()).collect();
+    sqlx::query_scalar!(
+        r#"with reported as (
+               select * from unnest($1::uuid[], $2::integer[], $3::uuid[], $4::jsonb[])
+                   as r (id, attempt, attempt_token, result)
+           ),
+           finished as (
+               update runs set state = 'succeeded', finished_at = $5, result = reported.result, error = null
+               from reported
+               where runs.id = reported.id and runs.state = 'running'
+                 and runs.attempt = reported.attempt and runs.attempt_token = reported.attempt_token
+               returning runs.id, runs.task_id, runs.attempt, runs.target, runs.code_version,
+                         runs.code_hash, runs.started_at
+           ),
+           released as (
+               update tasks set running_count = greatest(tasks.running_count - per_task.finished, 0)
+               from (select task_id, count(*)::integer as finished from finished group by task_id) per_task
+               where tasks.id = per_task.task_id and tasks.concurrency > 0
+           )
+           insert into attempts (run_id, attempt, outcome, target, code_version, code_hash, started_at, finished_at)
+           select id, attempt, 'succeeded', target, code_version, code_hash, started_at, $5
+           from finished
+           returning run_id"#,
+        &ids,
+        &attempts,
+        &tokens,
+        &results,
+        now
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// A running attempt, locked, with what deciding its failure needs.
+#[derive(Debug, Clone)]
+pub struct RunningAttempt {
+    /// The run.
+    pub id: Uuid,
+    /// Its task.
+    pub task_id: String,
+    /// The attempt.
+    pub attempt: i32,
+    /// Its token.
+    pub attempt_token: Uuid,
+    /// The task's descriptor now (its retry policy).
+    pub descriptor: Value,
+}
+
+/// Locks a run's current attempt if the run is running.
+pub async fn lock_running(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+) -> sqlx::Result<Option<RunningAttempt>> {
+    sqlx::query_as!(
+        RunningAttempt,
+        r#"select runs.id, runs.task_id, runs.attempt, runs.attempt_token as "attempt_token!", tasks.descriptor
+           from runs join tasks on tasks.id = runs.task_id
+           where runs.id = $1 and runs.state = 'running'
+           for update of runs"#,
+        run_id
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// Ends the current attempt of a run locked with [`lock_running`] as
+/// failed: the run goes to `next` (`awaiting_retry` at `retry_at`, or
+/// `dead`). Returns whether the attempt was still current.
+pub async fn fail(
+    conn: &mut PgConnection,
+    run: &RunningAttempt,
+    error: &Value,
+    next: RunState,
+    retry_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> sqlx::Result<bool> {
+    let finished_at = (next != RunState::AwaitingRetry).then_some(now);
+    let recorded = sqlx::query!(
+        r#"with failed as (
+               update runs set state = $4, scheduled_at = coalesce($5, runs.scheduled_at),
+                   error = $6, finished_at = $7
+               where runs.id = $1 and runs.state = 'running'
+                 and runs.attempt = $2 and runs.attempt_token = $3
+               returning runs.id, runs.task_id, runs.attempt, runs.target, runs.code_version,
+                         runs.code_hash, runs.started_at
+           ),
+           released as (
+               update tasks set running_count = greatest(tasks.running_count - 1, 0)
+               from failed
+               where tasks.id = failed.task_id and tasks.concurrency > 0
+           )
+           insert into attempts (run_id, attempt, outcome, target, code_version, code_hash, started_at, finished_at, error)
+           select id, attempt, 'failed', target, code_version, code_hash, started_at, $8, $6
+           from failed"#,
+        run.id,
+        run.attempt,
+        run.attempt_token,
+        next as RunState,
+        retry_at,
+        error,
+        finished_at,
+        now
+    )
+    .execute(conn)
+    .await?;
+    Ok(recorded.rows_affected() == 1)
+}
+
+/// Records a heartbeat (and progress, if given) of a run's current
+/// attempt. Returns whether the attempt was current.
+pub async fn heartbeat(
+    pool: &PgPool,
+    run_id: Uuid,
+    attempt: i32,
+    attempt_token: Uuid,
+    progress: Option<i16>,
+    message: Option<&str>,
+    now: DateTime<Utc>,
+) -> sqlx::Result<bool> {
+    let updated = sqlx::query!(
+        "update runs set heartbeat_at = $4, progress = coalesce($5, progress),
+             progress_message = coalesce($6, progress_message)
+         where id = $1 and state = 'running' and attempt = $2 and attempt_token = $3",
+        run_id,
+        attempt,
+        attempt_token,
+        now,
+        progress,
+        message
+    )
+    .execute(pool)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+/// A run's state and current attempt, to explain why a message was
+/// refused.
+#[derive(Debug, Clone)]
+pub struct AttemptState {
+    /// The run's state.
+    pub state: RunState,
+    /// Its current attempt.
+    pub attempt: i32,
+}
+
+/// A run's state and current attempt.
+pub async fn attempt_state(pool: &PgPool, run_id: Uuid) -> sqlx::Result<Option<AttemptState>> {
+    sqlx::query_as!(
+        AttemptState,
+        r#"select state as "state: RunState", attempt from runs where id = $1"#,
+        run_id
+    )
+    .fetch_optional(pool)
+    .await
+}
+
+/// A running attempt that went silent or overran.
+#[derive(Debug, Clone)]
+pub struct Overdue {
+    /// The run.
+    pub id: Uuid,
+    /// The attempt.
+    pub attempt: i32,
+    /// Its token.
+    pub attempt_token: Uuid,
+    /// Whether it overran its deadline (else its heartbeat went silent).
+    pub past_deadline: bool,
+    /// Its target.
+    pub target: Option<String>,
+}
+
+/// Running attempts whose heartbeat is older than twice their interval, or
+/// whose deadline plus `grace` has passed. Heartbeats older than
+/// `watching_since` count from then: after a restart, hosts get a full
+/// interval to reach this orchestrator again before their attempts are
+/// given up.
+pub async fn overdue(
+    pool: &PgPool,
+    now: DateTime<Utc>,
+    watching_since: DateTime<Utc>,
+    grace_ms: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<Overdue>> {
+    sqlx::query_as!(
+        Overdue,
+        r#"select id, attempt, attempt_token as "attempt_token!", (deadline_at + $3::bigint * interval '1 millisecond' < $1) as "past_deadline!", target
+           from runs
+           where state = 'running'
+             and (greatest(heartbeat_at, $2) + 2 * heartbeat_interval_ms * interval '1 millisecond' < $1
+                  or deadline_at + $3 * interval '1 millisecond' < $1)
+           order by started_at
+           limit $4"#,
+        now,
+        watching_since,
+        grace_ms,
+        limit
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// A run as the API shows it.
+#[derive(Debug, Clone)]
+pub struct RunRow {
+    /// Its id.
+    pub id: Uuid,
+    /// Its task.
+    pub task_id: String,
+    /// Its state.
+    pub state: RunState,
+    /// Its priority.
+    pub priority: i32,
+    /// Not claimed before this.
+    pub scheduled_at: DateTime<Utc>,
+    /// Its input.
+    pub input: Value,
+    /// The caller's data.
+    pub metadata: Option<Value>,
+    /// When it was enqueued.
+    pub created_at: DateTime<Utc>,
+    /// Current or last attempt.
+    pub attempt: i32,
+    /// Where that attempt went.
+    pub target: Option<String>,
+    /// Its code version.
+    pub code_version: Option<i32>,
+    /// Its code hash.
+    pub code_hash: Option<String>,
+    /// When it started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Its last heartbeat.
+    pub heartbeat_at: Option<DateTime<Utc>>,
+    /// Its progress.
+    pub progress: Option<i16>,
+    /// Its progress message.
+    pub progress_message: Option<String>,
+    /// When the run ended.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Output and assets.
+    pub result: Option<Value>,
+    /// The last error.
+    pub error: Option<Value>,
+}
+
+/// One run.
+pub async fn get(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<RunRow>> {
+    sqlx::query_as!(
+        RunRow,
+        r#"select id, task_id, state as "state: RunState", priority, scheduled_at, input, metadata,
+                  created_at, attempt, target, code_version, code_hash, started_at, heartbeat_at,
+                  progress, progress_message, finished_at, result, error
+           from runs where id = $1"#,
+        id
+    )
+    .fetch_optional(pool)
+    .await
+}
+
+/// Filters for [`list`].
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only runs in these states (all when empty).
+    pub states: Vec<RunState>,
+    /// Only runs of this task.
+    pub task_id: Option<String>,
+    /// Only runs created at or after this.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Only runs created before this.
+    pub created_before: Option<DateTime<Utc>>,
+}
+
+/// A page of runs, newest first, and how many match in all.
+pub async fn list(
+    pool: &PgPool,
+    filter: &ListFilter,
+    limit: i64,
+    offset: i64,
+) -> sqlx::Result<(Vec<RunRow>, i64)> {
+    let states: Vec<RunState> = if filter.states.is_empty() {
+        RunState::ALL.to_vec()
+    } else {
+        filter.states.clone()
+    };
+    let rows = sqlx::query_as!(
+        RunRow,
+        r#"select id, task_id, state as "state: RunState", priority, scheduled_at, input, metadata,
+                  created_at, attempt, target, code_version, code_hash, started_at, heartbeat_at,
+                  progress, progress_message, finished_at, result, error
+           from runs
+           where state = any($1::run_state[])
+             and ($2::text is null or task_id = $2)
+             and ($3::timestamptz is null or created_at >= $3)
+             and ($4::timestamptz is null or created_at < $4)
+           order by created_at desc, id desc
+           limit $5 offset $6"#,
+        &states as &[RunState],
+        filter.task_id.as_deref(),
+        filter.created_after,
+        filter.created_before,
+        limit,
+        offset
+    )
+    .fetch_all(pool)
+    .await?;
+    let total = sqlx::query_scalar!(
+        r#"select count(*) as "count!" from runs
+           where state = any($1::run_state[])
+             and ($2::text is null or task_id = $2)
+             and ($3::timestamptz is null or created_at >= $3)
+             and ($4::timestamptz is null or created_at < $4)"#,
+        &states as &[RunState],
+        filter.task_id.as_deref(),
+        filter.created_after,
+        filter.created_before
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok((rows, total))
+}
+
+/// Queue statistics.
+#[derive(Debug, Clone)]
+pub struct Counts {
+    /// Queued and due.
+    pub pending: i64,
+    /// Queued for later (delayed).
+    pub waiting: i64,
+    /// Running.
+    pub running: i64,
+    /// Failed, another attempt scheduled.
+    pub awaiting_retry: i64,
+    /// Succeeded.
+    pub succeeded: i64,
+    /// Dead.
+    pub dead: i64,
+    /// Cancelled.
+    pub cancelled: i64,
+    /// When the oldest due run was scheduled.
+    pub oldest_pending: Option<DateTime<Utc>>,
+}
+
+/// Counts runs by state.
+pub async fn counts(pool: &PgPool, now: DateTime<Utc>) -> sqlx::Result<Counts> {
+    sqlx::query_as!(
+        Counts,
+        r#"select
+               count(*) filter (where state = 'queued' and scheduled_at <= $1) as "pending!",
+               count(*) filter (where state = 'queued' and scheduled_at > $1) as "waiting!",
+               count(*) filter (where state = 'running') as "running!",
+               count(*) filter (where state = 'awaiting_retry') as "awaiting_retry!",
+               count(*) filter (where state = 'succeeded') as "succeeded!",
+               count(*) filter (where state = 'dead') as "dead!",
+               count(*) filter (where state = 'cancelled') as "cancelled!",
+               min(scheduled_at) filter (where state = 'queued' and scheduled_at <= $1) as oldest_pending
+           from runs"#,
+        now
+    )
+    .fetch_one(pool)
+    .await
+}

@@ -1,0 +1,114 @@
+//! The `services` table: who registered which tasks, and where to reach
+//! them.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+
+use super::Runtime;
+
+/// A service as listed by the API.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceRow {
+    /// Its id.
+    pub id: String,
+    /// Its version string.
+    pub version: String,
+    /// Where its tasks run.
+    pub runtime: Runtime,
+    /// Where a plain HTTP worker listens.
+    pub base_url: Option<String>,
+    /// Attempts it takes at once, if it said.
+    pub capacity: Option<i32>,
+    /// How many tasks it has.
+    pub task_count: i64,
+    /// First registration.
+    pub registered_at: DateTime<Utc>,
+    /// Latest registration.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Inserts or updates a service and returns the version it had before, if
+/// it existed. Locks the row until the transaction ends, so concurrent
+/// registrations of one service take turns.
+pub async fn upsert(
+    conn: &mut PgConnection,
+    id: &str,
+    version: &str,
+    runtime: Runtime,
+    base_url: Option<&str>,
+    capacity: Option<i32>,
+    now: DateTime<Utc>,
+) -> sqlx::Result<Option<String>> {
+    let previous = sqlx::query_scalar!("select version from services where id = $1 for update", id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    sqlx::query!(
+        r#"insert into services (id, version, runtime, base_url, capacity, registered_at, updated_at)
+           values ($1, $2, $3, $4, $5, $6, $6)
+           on conflict (id) do update set
+               version = excluded.version, runtime = excluded.runtime,
+               base_url = excluded.base_url, capacity = excluded.capacity,
+               updated_at = excluded.updated_at"#,
+        id,
+        version,
+        runtime as Runtime,
+        base_url,
+        capacity,
+        now
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(previous)
+}
+
+/// Every service, by id.
+pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<ServiceRow>> {
+    sqlx::query_as!(
+        ServiceRow,
+        r#"select s.id, s.version, s.runtime as "runtime: Runtime", s.base_url, s.capacity,
+                  (select count(*) from tasks t where t.service_id = s.id) as "task_count!",
+                  s.registered_at, s.updated_at
+           from services s order by s.id"#
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Whether a service exists.
+pub async fn exists(pool: &PgPool, id: &str) -> sqlx::Result<bool> {
+    sqlx::query_scalar!(
+        r#"select exists (select 1 from services where id = $1) as "exists!""#,
+        id
+    )
+    .fetch_one(pool)
+    .await
+}
+
+/// A plain HTTP worker service the scheduler can dispatch to.
+#[derive(Debug, Clone)]
+pub struct HttpTarget {
+    /// The service.
+    pub id: String,
+    /// Where it listens.
+    pub base_url: String,
+    /// Attempts it takes at once, if it said.
+    pub capacity: Option<i32>,
+    /// Its tasks.
+    pub task_ids: Vec<String>,
+    /// Its attempts running now.
+    pub running: i64,
+}
+
+/// The plain HTTP worker services, with their tasks and running attempts.
+pub async fn http_targets(pool: &PgPool) -> sqlx::Result<Vec<HttpTarget>> {
+    sqlx::query_as!(
+        HttpTarget,
+        r#"select s.id, s.base_url as "base_url!", s.capacity,
+                  array(select t.id from tasks t where t.service_id = s.id) as "task_ids!",
+                  (select count(*) from runs r where r.state = 'running' and r.target = s.id) as "running!"
+           from services s where s.runtime = 'http'"#
+    )
+    .fetch_all(pool)
+    .await
+}

@@ -1,0 +1,170 @@
+//! The `tasks` table: each task's current code, options and concurrency
+//! counter.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+
+/// What registration needs to know about a task that already exists.
+#[derive(Debug, Clone)]
+pub struct Registered {
+    /// The task.
+    pub id: String,
+    /// Its service.
+    pub service_id: String,
+    /// Its code hash now.
+    pub code_hash: String,
+    /// Its code version now.
+    pub code_version: i32,
+    /// Its concurrency limit now.
+    pub concurrency: i32,
+}
+
+/// The tasks among `ids` that exist, locked until the transaction ends.
+pub async fn lock_registered(
+    conn: &mut PgConnection,
+    ids: &[String],
+) -> sqlx::Result<Vec<Registered>> {
+    sqlx::query_as!(
+        Registered,
+        "select id, service_id, code_hash, code_version, concurrency
+         from tasks where id = any($1) order by id for update",
+        ids
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// A task as registration writes it.
+#[derive(Debug, Clone)]
+pub struct Upsert<'a> {
+    /// The task.
+    pub id: &'a str,
+    /// Its service.
+    pub service_id: &'a str,
+    /// Its code hash.
+    pub code_hash: &'a str,
+    /// Its code version.
+    pub code_version: i32,
+    /// The descriptor as registered.
+    pub descriptor: Value,
+    /// Default priority.
+    pub priority: i32,
+    /// Concurrency limit, 0 for none.
+    pub concurrency: i32,
+    /// Timeout.
+    pub timeout_ms: i64,
+    /// Heartbeat interval.
+    pub heartbeat_interval_ms: i64,
+}
+
+/// Inserts a task or replaces its registration.
+pub async fn upsert(
+    conn: &mut PgConnection,
+    task: &Upsert<'_>,
+    now: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        r#"insert into tasks (id, service_id, code_hash, code_version, descriptor, priority,
+                              concurrency, timeout_ms, heartbeat_interval_ms, registered_at, updated_at)
+           values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
+           on conflict (id) do update set
+               service_id = excluded.service_id, code_hash = excluded.code_hash,
+               code_version = excluded.code_version, descriptor = excluded.descriptor,
+               priority = excluded.priority, concurrency = excluded.concurrency,
+               timeout_ms = excluded.timeout_ms,
+               heartbeat_interval_ms = excluded.heartbeat_interval_ms,
+               updated_at = excluded.updated_at"#,
+        task.id,
+        task.service_id,
+        task.code_hash,
+        task.code_version,
+        task.descriptor,
+        task.priority,
+        task.concurrency,
+        task.timeout_ms,
+        task.heartbeat_interval_ms,
+        now
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Sets a task's running counter from its running runs. Registration calls
+/// it (with the task row locked) when a limit appears or changes, since
+/// the counter is kept only while a limit exists.
+pub async fn recount_running(conn: &mut PgConnection, id: &str) -> sqlx::Result<()> {
+    sqlx::query!(
+        "update tasks set running_count =
+             (select count(*) from runs where runs.task_id = $1 and runs.state = 'running')
+         where id = $1",
+        id
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A task as the API lists it.
+#[derive(Debug, Clone)]
+pub struct TaskRow {
+    /// The task.
+    pub id: String,
+    /// Its service.
+    pub service_id: String,
+    /// Its code hash.
+    pub code_hash: String,
+    /// Its code version.
+    pub code_version: i32,
+    /// Its descriptor as registered.
+    pub descriptor: Value,
+    /// Attempts running now (counted only for tasks with a limit).
+    pub running_count: i32,
+    /// First registration.
+    pub registered_at: DateTime<Utc>,
+    /// Latest registration.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The tasks of a service, by id.
+pub async fn list_for_service(pool: &PgPool, service_id: &str) -> sqlx::Result<Vec<TaskRow>> {
+    sqlx::query_as!(
+        TaskRow,
+        "select id, service_id, code_hash, code_version, descriptor, running_count, registered_at, updated_at
+         from tasks where service_id = $1 order by id",
+        service_id
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// A task's default priority, for the tasks among `ids` that exist.
+pub async fn priorities(
+    conn: &mut PgConnection,
+    ids: &[String],
+) -> sqlx::Result<Vec<(String, i32)>> {
+    let rows = sqlx::query!("select id, priority from tasks where id = any($1)", ids)
+        .fetch_all(conn)
+        .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.priority)).collect())
+}
+
+/// Whether a task exists.
+pub async fn exists(pool: &PgPool, id: &str) -> sqlx::Result<bool> {
+    sqlx::query_scalar!(
+        r#"select exists (select 1 from tasks where id = $1) as "exists!""#,
+        id
+    )
+    .fetch_one(pool)
+    .await
+}
+
+/// The tasks PipeWeave hosts run (those of wasm services).
+pub async fn wasm_task_ids(pool: &PgPool) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar!(
+        "select t.id from tasks t join services s on s.id = t.service_id where s.runtime = 'wasm'"
+    )
+    .fetch_all(pool)
+    .await
+}

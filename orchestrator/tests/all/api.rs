@@ -1,0 +1,379 @@
+//! The HTTP API's contract: registration and code versions, module
+//! uploads, the attempt token, and the errors a client gets for bad input.
+
+use anyhow::Result;
+use pipeweave_orchestrator::config::Mode;
+use serde_json::{Value, json};
+
+use crate::TestOrchestrator;
+
+fn worker_registration(version: &str, hash: &str) -> Value {
+    json!({
+        "serviceId": "docs",
+        "version": version,
+        "baseUrl": "http://127.0.0.1:9",
+        "tasks": [
+            { "id": "download", "codeHash": hash, "heartbeatIntervalMs": 30000, "allowedNext": ["extract"] },
+            { "id": "extract", "codeHash": "e1" }
+        ]
+    })
+}
+
+#[tokio::test]
+async fn a_changed_code_hash_bumps_the_version_and_is_recorded() -> Result<()> {
+    let orchestrator = TestOrchestrator::start(Mode::Serverless).await?;
+    let (status, first) = orchestrator
+        .post("/api/register", &worker_registration("1.0.0", "a1"))
+        .await?;
+    assert_eq!((status, first["codeChanges"].clone()), (200, json!([])));
+
+    let (_, same) = orchestrator
+        .post("/api/register", &worker_registration("1.0.1", "a1"))
+        .await?;
+    assert_eq!(
+        same["codeChanges"],
+        json!([]),
+        "an unchanged hash is no change"
+    );
+
+    let (_, changed) = orchestrator
+        .post("/api/register", &worker_registration("1.1.0", "b2"))
+        .await?;
+    assert_eq!(
+        changed["codeChanges"],
+        json!([{ "taskId": "download", "oldHash": "a1", "newHash": "b2", "oldVersion": 1, "newVersion": 2 }])
+    );
+
+    let (_, history) = orchestrator.get("/api/tasks/download/history").await?;
+    let versions: Vec<(i64, &str, &str)> = history
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .map(|r| {
+                    (
+                        r["code_version"].as_i64().unwrap_or(0),
+                        r["code_hash"].as_str().unwrap_or(""),
+                        r["service_version"].as_str().unwrap_or(""),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        versions,
+        [(2, "b2", "1.1.0"), (1, "a1", "1.0.0")],
+        "newest first"
+    );
+
+    let (_, tasks) = orchestrator.get("/api/services/docs/tasks").await?;
+    assert_eq!(tasks[0]["id"], "download");
+    assert_eq!(tasks[0]["codeVersion"], 2);
+    assert_eq!(tasks[0]["heartbeatIntervalMs"], 30000);
+    assert_eq!(tasks[1]["codeVersion"], 1);
+
+    let (_, services) = orchestrator.get("/api/services").await?;
+    assert_eq!(services[0]["id"], "docs");
+    assert_eq!(services[0]["version"], "1.1.0");
+    assert_eq!(services[0]["taskCount"], 2);
+
+    assert_eq!(orchestrator.get("/api/services/nope/tasks").await?.0, 404);
+    assert_eq!(orchestrator.get("/api/tasks/nope/history").await?.0, 404);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_task_id_belongs_to_one_service() -> Result<()> {
+    let orchestrator = TestOrchestrator::start(Mode::Serverless).await?;
+    orchestrator
+        .post("/api/register", &worker_registration("1.0.0", "a1"))
+        .await?;
+    let mut other = worker_registration("1.0.0", "a1");
+    other["serviceId"] = json!("thief");
+    let (status, answer) = orchestrator.post("/api/register", &other).await?;
+    assert_eq!(status, 409, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("belongs to service \"docs\"")),
+        "{answer}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_module_upload_is_checked_against_its_digest() -> Result<()> {
+    let orchestrator = TestOrchestrator::start(Mode::Serverless).await?;
+    let bytes = std::fs::read(pipeweave_testkit::guest("hello"))?;
+    let digest = pipeweave_protocol::CodeHash::of(&bytes).to_string();
+    let wrong = "0".repeat(64);
+    let http = reqwest::Client::new();
+
+    let refused = http
+        .put(format!("{}/api/modules/{wrong}", orchestrator.url))
+        .body(bytes.clone())
+        .send()
+        .await?;
+    assert_eq!(refused.status().as_u16(), 400);
+    let answer: Value = refused.json().await?;
+    assert_eq!(answer["field"], "codeHash");
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("digest mismatch") && e.contains(&digest)),
+        "{answer}"
+    );
+
+    let registration =
+        json!({ "serviceId": "hello", "tasks": [{ "id": "hello", "codeHash": digest }] });
+    let (status, answer) = orchestrator.post("/api/register", &registration).await?;
+    assert_eq!(
+        (status, answer["field"].clone()),
+        (400, json!("tasks[0].codeHash")),
+        "not uploaded yet: {answer}"
+    );
+
+    let uploaded = http
+        .put(format!("{}/api/modules/{digest}", orchestrator.url))
+        .body(bytes.clone())
+        .send()
+        .await?;
+    assert_eq!(uploaded.status().as_u16(), 201);
+    let (status, answer) = orchestrator.post("/api/register", &registration).await?;
+    assert_eq!(status, 200, "{answer}");
+
+    let fetched = http
+        .get(format!("{}/api/modules/{digest}", orchestrator.url))
+        .send()
+        .await?
+        .bytes()
+        .await?;
+    assert_eq!(fetched.as_ref(), bytes.as_slice());
+    assert_eq!(
+        http.get(format!("{}/api/modules/{wrong}", orchestrator.url))
+            .send()
+            .await?
+            .status()
+            .as_u16(),
+        404
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_4xx_naming_the_field_and_writes_nothing() -> Result<()> {
+    let orchestrator = TestOrchestrator::start(Mode::Serverless).await?;
+    orchestrator
+        .post("/api/register", &worker_registration("1.0.0", "a1"))
+        .await?;
+
+    let (status, answer) = orchestrator
+        .post("/api/queue/task", &json!({ "taskId": "nope" }))
+        .await?;
+    assert_eq!(status, 404, "unknown task: {answer}");
+
+    let (status, answer) = orchestrator
+        .post(
+            "/api/queue/task",
+            &json!({ "taskId": "download", "priority": -1 }),
+        )
+        .await?;
+    assert_eq!(
+        (status, answer["field"].clone()),
+        (400, json!("priority")),
+        "{answer}"
+    );
+
+    let (status, answer) = orchestrator
+        .post(
+            "/api/queue/task",
+            &json!({ "taskId": "download", "priority": "high" }),
+        )
+        .await?;
+    assert_eq!(
+        (status, answer["field"].clone()),
+        (400, json!("priority")),
+        "wrong type: {answer}"
+    );
+
+    let (status, answer) = orchestrator
+        .post(
+            "/api/queue/task",
+            &json!({ "taskId": "download", "colour": 1 }),
+        )
+        .await?;
+    assert_eq!(status, 400, "unknown field: {answer}");
+
+    let batch = json!({ "tasks": [
+        { "taskId": "download", "input": {} },
+        { "taskId": "download", "priority": -5 },
+    ]});
+    let (status, answer) = orchestrator.post("/api/queue/batch", &batch).await?;
+    assert_eq!(
+        (status, answer["field"].clone()),
+        (400, json!("tasks[1].priority")),
+        "{answer}"
+    );
+
+    let malformed = reqwest::Client::new()
+        .post(format!("{}/api/queue/task", orchestrator.url))
+        .header("content-type", "application/json")
+        .body("{\"taskId\": ")
+        .send()
+        .await?;
+    assert_eq!(malformed.status().as_u16(), 400);
+
+    let huge = json!({ "taskId": "download", "input": { "blob": "x".repeat(100 * 1024) } });
+    let (status, _) = orchestrator.post("/api/queue/task", &huge).await?;
+    assert_eq!(status, 413);
+
+    let (status, answer) = orchestrator
+        .post(
+            "/api/register",
+            &json!({ "serviceId": "s", "tasks": [{ "id": "Bad Id", "codeHash": "x" }] }),
+        )
+        .await?;
+    assert_eq!(
+        (status, answer["field"].clone()),
+        (400, json!("tasks[0].id")),
+        "{answer}"
+    );
+
+    let (status, answer) = orchestrator.get("/api/queue/items?status=bogus").await?;
+    assert_eq!(
+        (status, answer["field"].clone()),
+        (400, json!("status")),
+        "{answer}"
+    );
+    assert_eq!(orchestrator.get("/api/task-runs/trun_nope").await?.0, 400);
+    assert_eq!(
+        orchestrator
+            .get(&format!("/api/task-runs/trun_{}", "0".repeat(32)))
+            .await?
+            .0,
+        404
+    );
+
+    let (_, items) = orchestrator.get("/api/queue/items").await?;
+    assert_eq!(items["total"], 0, "no request above wrote a row: {items}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn only_the_current_attempt_may_heartbeat_or_call_back() -> Result<()> {
+    let orchestrator = TestOrchestrator::start(Mode::Serverless).await?;
+    orchestrator
+        .post("/api/register", &worker_registration("1.0.0", "a1"))
+        .await?;
+    let run_id = orchestrator
+        .enqueue("download", json!({ "url": "x" }))
+        .await?;
+    let claimed = pipeweave_orchestrator::storage::runs::claim(
+        &orchestrator.pool,
+        &["download".to_owned()],
+        10,
+        chrono::Utc::now(),
+        "docs",
+    )
+    .await?;
+    assert_eq!(claimed.len(), 1);
+    let token = claimed[0].attempt_token.to_string();
+    let beat = |token: &str| json!({ "runId": run_id, "attempt": 1, "attemptToken": token, "progress": 40 });
+
+    let (status, answer) = orchestrator
+        .post("/api/heartbeat", &beat(&uuid::Uuid::new_v4().to_string()))
+        .await?;
+    assert_eq!(status, 409, "a wrong token: {answer}");
+    let (status, answer) = orchestrator
+        .post("/api/heartbeat", &json!({ "runId": run_id, "attempt": 1 }))
+        .await?;
+    assert_eq!(
+        (status, answer["field"].clone()),
+        (400, json!("attemptToken"))
+    );
+    let (status, answer) = orchestrator.post("/api/progress", &beat(&token)).await?;
+    assert_eq!((status, answer), (200, json!({ "cancel": false })));
+    let (_, run) = orchestrator
+        .get(&format!("/api/task-runs/{run_id}"))
+        .await?;
+    assert_eq!(
+        (run["status"].clone(), run["progress"].clone()),
+        (json!("running"), json!(40))
+    );
+
+    let done = json!({ "status": "success", "attempt": 1, "attemptToken": token, "output": { "ok": true } });
+    let (status, answer) = orchestrator
+        .post(&format!("/api/callback/{run_id}"), &done)
+        .await?;
+    assert_eq!(
+        (status, answer["status"].clone()),
+        (200, json!("succeeded")),
+        "{answer}"
+    );
+
+    let (status, answer) = orchestrator
+        .post(&format!("/api/callback/{run_id}"), &done)
+        .await?;
+    assert_eq!(status, 409, "a second callback changes nothing: {answer}");
+    let failed = json!({ "status": "failure", "attempt": 1, "attemptToken": token, "error": { "message": "late" } });
+    assert_eq!(
+        orchestrator
+            .post(&format!("/api/callback/{run_id}"), &failed)
+            .await?
+            .0,
+        409
+    );
+    assert_eq!(
+        orchestrator.post("/api/heartbeat", &beat(&token)).await?.0,
+        409
+    );
+
+    let (_, run) = orchestrator
+        .get(&format!("/api/task-runs/{run_id}"))
+        .await?;
+    assert_eq!(run["status"], "succeeded");
+    assert_eq!(run["output"], json!({ "ok": true }));
+    assert_eq!(run["attempts"].as_array().map(Vec::len), Some(1));
+    assert_eq!(run["attempts"][0]["outcome"], "succeeded");
+    Ok(())
+}
+
+#[tokio::test]
+async fn queue_status_counts_runs_by_state() -> Result<()> {
+    let orchestrator = TestOrchestrator::start(Mode::Serverless).await?;
+    orchestrator
+        .post("/api/register", &worker_registration("1.0.0", "a1"))
+        .await?;
+    let batch = json!({ "tasks": [
+        { "taskId": "download" },
+        { "taskId": "extract", "priority": 10 },
+        { "taskId": "extract", "delayMs": 3_600_000 },
+    ]});
+    let (status, answer) = orchestrator.post("/api/queue/batch", &batch).await?;
+    assert_eq!(
+        (status, answer["queued"].clone()),
+        (201, json!(3)),
+        "{answer}"
+    );
+    let (_, counts) = orchestrator.get("/api/queue/status").await?;
+    assert_eq!(
+        (
+            counts["pending"].clone(),
+            counts["waiting"].clone(),
+            counts["running"].clone()
+        ),
+        (json!(2), json!(1), json!(0))
+    );
+    assert!(counts["oldestPending"].is_string());
+
+    let (_, items) = orchestrator
+        .get("/api/queue/items?taskId=extract&limit=1")
+        .await?;
+    assert_eq!(
+        (
+            items["total"].clone(),
+            items["items"].as_array().map(Vec::len)
+        ),
+        (json!(2), Some(1))
+    );
+    Ok(())
+}

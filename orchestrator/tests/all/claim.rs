@@ -1,0 +1,248 @@
+//! The claim statement and the end of attempts, driven directly with time
+//! as a parameter: priority order, delayed runs, concurrency limits across
+//! concurrent claims, and retries by policy.
+
+use std::collections::HashSet;
+
+use anyhow::Result;
+use chrono::{Duration, SubsecRound as _, Utc};
+use pipeweave_orchestrator::config::Mode;
+use pipeweave_orchestrator::queue::{self, AttemptError, AttemptRef};
+use pipeweave_orchestrator::storage::{self, RunState};
+use pipeweave_protocol::FailureReason;
+use serde_json::json;
+
+use crate::TestOrchestrator;
+
+async fn with_tasks(tasks: serde_json::Value) -> Result<TestOrchestrator> {
+    let orchestrator = TestOrchestrator::start(Mode::Serverless).await?;
+    let (status, answer) = orchestrator
+        .post(
+            "/api/register",
+            &json!({ "serviceId": "svc", "baseUrl": "http://127.0.0.1:9", "tasks": tasks }),
+        )
+        .await?;
+    anyhow::ensure!(status == 200, "register: {answer}");
+    Ok(orchestrator)
+}
+
+fn ids(tasks: &[&str]) -> Vec<String> {
+    tasks.iter().map(|t| (*t).to_owned()).collect()
+}
+
+#[tokio::test]
+async fn claims_lower_priority_numbers_first_then_older_runs() -> Result<()> {
+    let orchestrator = with_tasks(json!([{ "id": "work", "codeHash": "h" }])).await?;
+    let batch = json!({ "tasks": [
+        { "taskId": "work", "input": "default-100-first" },
+        { "taskId": "work", "input": "p200", "priority": 200 },
+        { "taskId": "work", "input": "p5", "priority": 5 },
+        { "taskId": "work", "input": "default-100-second" },
+    ]});
+    orchestrator.post("/api/queue/batch", &batch).await?;
+    let mut order = Vec::new();
+    for _ in 0..4 {
+        let claimed =
+            storage::runs::claim(&orchestrator.pool, &ids(&["work"]), 1, Utc::now(), "t").await?;
+        order.extend(
+            claimed
+                .into_iter()
+                .map(|c| c.input.as_str().unwrap_or_default().to_owned()),
+        );
+    }
+    assert_eq!(
+        order,
+        ["p5", "default-100-first", "default-100-second", "p200"]
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_delayed_run_is_not_claimed_before_its_time() -> Result<()> {
+    let orchestrator = with_tasks(json!([{ "id": "work", "codeHash": "h" }])).await?;
+    let (status, _) = orchestrator
+        .post(
+            "/api/queue/task",
+            &json!({ "taskId": "work", "delayMs": 60_000 }),
+        )
+        .await?;
+    assert_eq!(status, 201);
+    let now = Utc::now();
+    let early = storage::runs::claim(
+        &orchestrator.pool,
+        &ids(&["work"]),
+        10,
+        now + Duration::seconds(59),
+        "t",
+    )
+    .await?;
+    assert!(early.is_empty(), "claimed a minute early");
+    let due = storage::runs::claim(
+        &orchestrator.pool,
+        &ids(&["work"]),
+        10,
+        now + Duration::seconds(61),
+        "t",
+    )
+    .await?;
+    assert_eq!(due.len(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_concurrency_limit_holds_across_concurrent_claims() -> Result<()> {
+    let orchestrator = with_tasks(json!([
+        { "id": "limited", "codeHash": "h", "concurrency": 3 },
+        { "id": "free", "codeHash": "h" },
+    ]))
+    .await?;
+    let mut tasks = Vec::new();
+    for index in 0..40 {
+        tasks.push(json!({ "taskId": "limited", "priority": 1, "input": index }));
+        tasks.push(json!({ "taskId": "free", "priority": 2, "input": index }));
+    }
+    orchestrator
+        .post("/api/queue/batch", &json!({ "tasks": tasks }))
+        .await?;
+
+    // Eight replicas claim at the same instant.
+    let claims = (0..8).map(|replica| {
+        let pool = orchestrator.pool.clone();
+        tokio::spawn(async move {
+            storage::runs::claim(
+                &pool,
+                &ids(&["limited", "free"]),
+                10,
+                Utc::now(),
+                &format!("replica-{replica}"),
+            )
+            .await
+        })
+    });
+    let mut claimed = Vec::new();
+    for claim in claims {
+        claimed.extend(claim.await??);
+    }
+    let limited: Vec<_> = claimed.iter().filter(|c| c.task_id == "limited").collect();
+    assert_eq!(limited.len(), 3, "exactly the limit runs at once");
+    assert!(
+        claimed.iter().filter(|c| c.task_id == "free").count() >= 40,
+        "the limited task does not crowd out the others"
+    );
+    let unique: HashSet<_> = claimed.iter().map(|c| c.id).collect();
+    assert_eq!(unique.len(), claimed.len(), "no run claimed twice");
+
+    // Ending one attempt frees one slot.
+    let first = limited[0];
+    let success = storage::runs::Success {
+        run_id: first.id,
+        attempt: first.attempt,
+        attempt_token: first.attempt_token,
+        result: json!({ "output": {} }),
+    };
+    assert_eq!(
+        storage::runs::succeed(&orchestrator.pool, &[success], Utc::now())
+            .await?
+            .len(),
+        1
+    );
+    let next =
+        storage::runs::claim(&orchestrator.pool, &ids(&["limited"]), 10, Utc::now(), "t").await?;
+    assert_eq!(next.len(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_failed_attempt_is_retried_by_policy_until_the_run_is_dead() -> Result<()> {
+    let orchestrator = with_tasks(json!([{
+        "id": "flaky", "codeHash": "h", "retries": 2, "retryBackoff": "exponential", "retryDelayMs": 1000
+    }]))
+    .await?;
+    let run_id = orchestrator.enqueue("flaky", json!({})).await?;
+    let error = AttemptError::decided(FailureReason::Timeout, "too slow");
+    // PostgreSQL keeps microseconds.
+    let mut now = Utc::now().trunc_subsecs(6);
+    let mut states = Vec::new();
+    for attempt in 1..=3 {
+        let claimed =
+            storage::runs::claim(&orchestrator.pool, &ids(&["flaky"]), 1, now, "t").await?;
+        assert_eq!(claimed.len(), 1, "attempt {attempt} is due at {now}");
+        assert_eq!(claimed[0].attempt, attempt);
+        let reference = AttemptRef {
+            run_id: claimed[0].id,
+            attempt,
+            attempt_token: claimed[0].attempt_token,
+        };
+        let state = queue::fail_attempt(&orchestrator.pool, reference, &error, now).await?;
+        states.push(state);
+        let (_, run) = orchestrator
+            .get(&format!("/api/task-runs/{run_id}"))
+            .await?;
+        if state == Some(RunState::AwaitingRetry) {
+            let scheduled: chrono::DateTime<Utc> =
+                serde_json::from_value(run["scheduledAt"].clone())?;
+            let delay = scheduled - now;
+            assert_eq!(
+                delay.num_milliseconds(),
+                1000 << (attempt - 1),
+                "exponential backoff after attempt {attempt}"
+            );
+            let early = storage::runs::claim(
+                &orchestrator.pool,
+                &ids(&["flaky"]),
+                1,
+                scheduled - Duration::milliseconds(1),
+                "t",
+            )
+            .await?;
+            assert!(early.is_empty(), "no retry before its backoff");
+            now = scheduled;
+        }
+    }
+    assert_eq!(
+        states,
+        [
+            Some(RunState::AwaitingRetry),
+            Some(RunState::AwaitingRetry),
+            Some(RunState::Dead)
+        ]
+    );
+    let (_, run) = orchestrator
+        .get(&format!("/api/task-runs/{run_id}"))
+        .await?;
+    assert_eq!(run["status"], "dead");
+    assert_eq!(run["attempts"].as_array().map(Vec::len), Some(3));
+    assert_eq!(run["attempts"][2]["error"]["code"], "TIMEOUT");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_fatal_error_ends_the_run_without_retries() -> Result<()> {
+    let orchestrator =
+        with_tasks(json!([{ "id": "strict", "codeHash": "h", "retries": 5 }])).await?;
+    orchestrator.enqueue("strict", json!({})).await?;
+    let claimed =
+        storage::runs::claim(&orchestrator.pool, &ids(&["strict"]), 1, Utc::now(), "t").await?;
+    let reference = AttemptRef {
+        run_id: claimed[0].id,
+        attempt: 1,
+        attempt_token: claimed[0].attempt_token,
+    };
+    let fatal = AttemptError {
+        message: "bad input".into(),
+        code: Some("BAD_INPUT".into()),
+        retryable: false,
+        reason: FailureReason::TaskError,
+        details: None,
+    };
+    assert_eq!(
+        queue::fail_attempt(&orchestrator.pool, reference, &fatal, Utc::now()).await?,
+        Some(RunState::Dead)
+    );
+    assert_eq!(
+        queue::fail_attempt(&orchestrator.pool, reference, &fatal, Utc::now()).await?,
+        None,
+        "the attempt is over"
+    );
+    Ok(())
+}

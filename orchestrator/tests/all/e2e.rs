@@ -1,0 +1,148 @@
+//! End to end with a real worker process: the Python example worker
+//! registers, receives dispatches over HTTP, heartbeats and calls back.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use pipeweave_orchestrator::config::Mode;
+use pipeweave_testkit::process::python_worker;
+use serde_json::json;
+
+use crate::{TestOrchestrator, worker_stats};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_runs_end_to_end_through_the_python_worker() -> Result<()> {
+    let orchestrator = TestOrchestrator::start(Mode::Standalone).await?;
+    let _worker = python_worker(&orchestrator.url, &[]);
+    let run_id = orchestrator
+        .enqueue("greet", json!({ "name": "Ada" }))
+        .await?;
+    let run = orchestrator.wait_final(&run_id, PATIENCE).await?;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["output"], json!({ "greeting": "Hello, Ada!" }));
+    assert_eq!(run["codeVersion"], 1);
+    assert_eq!(run["target"], "python-worker");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_task_succeeds_on_retry_and_sees_its_earlier_errors() -> Result<()> {
+    let orchestrator = TestOrchestrator::start(Mode::Standalone).await?;
+    let _worker = python_worker(&orchestrator.url, &[]);
+    let run_id = orchestrator
+        .enqueue("flaky", json!({ "failTimes": 2 }))
+        .await?;
+    let run = orchestrator.wait_final(&run_id, PATIENCE).await?;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(
+        run["output"],
+        json!({ "attempt": 3, "previousErrorCodes": ["FLAKY", "FLAKY"] })
+    );
+    let outcomes: Vec<_> = run["attempts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| a["outcome"].clone())
+        .collect();
+    assert_eq!(
+        outcomes,
+        [json!("failed"), json!("failed"), json!("succeeded")]
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_always_fails_ends_dead_after_its_retries() -> Result<()> {
+    let orchestrator = TestOrchestrator::start(Mode::Standalone).await?;
+    let _worker = python_worker(&orchestrator.url, &[]);
+    let run_id = orchestrator.enqueue("always-fails", json!({})).await?;
+    let run = orchestrator.wait_final(&run_id, PATIENCE).await?;
+    assert_eq!(run["status"], "dead", "{run}");
+    assert_eq!(run["attempt"], 3, "retries: 2 means three attempts");
+    assert_eq!(run["error"]["code"], "ALWAYS");
+    let (_, counts) = orchestrator.get("/api/queue/status").await?;
+    assert_eq!(counts["dlq"], 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_concurrency_limit_is_never_exceeded_at_the_worker() -> Result<()> {
+    let orchestrator = TestOrchestrator::start(Mode::Standalone).await?;
+    let worker = python_worker(&orchestrator.url, &["--limit-concurrency", "2"]);
+    let tasks: Vec<_> = (0..12)
+        .map(|_| json!({ "taskId": "limited", "input": { "ms": 150 } }))
+        .collect();
+    let (_, answer) = orchestrator
+        .post("/api/queue/batch", &json!({ "tasks": tasks }))
+        .await?;
+    for result in answer["results"].as_array().into_iter().flatten() {
+        let run = orchestrator
+            .wait_final(result["runId"].as_str().unwrap_or_default(), PATIENCE)
+            .await?;
+        assert_eq!(run["status"], "succeeded", "{run}");
+    }
+    let stats = worker_stats(&worker).await?;
+    assert_eq!(
+        stats["maxConcurrent"]["limited"], 2,
+        "the worker counted {stats}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_run_does_not_start_early() -> Result<()> {
+    let orchestrator = TestOrchestrator::start(Mode::Standalone).await?;
+    let _worker = python_worker(&orchestrator.url, &[]);
+    let (_, answer) = orchestrator
+        .post(
+            "/api/queue/task",
+            &json!({ "taskId": "noop", "delayMs": 1500 }),
+        )
+        .await?;
+    let run = orchestrator
+        .wait_final(answer["runId"].as_str().unwrap_or_default(), PATIENCE)
+        .await?;
+    assert_eq!(run["status"], "succeeded");
+    let created: chrono::DateTime<chrono::Utc> = serde_json::from_value(run["createdAt"].clone())?;
+    let started: chrono::DateTime<chrono::Utc> = serde_json::from_value(run["startedAt"].clone())?;
+    assert!(
+        started - created >= chrono::Duration::milliseconds(1500),
+        "started {} ms after enqueue",
+        (started - created).num_milliseconds()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_run_is_replaced_and_the_run_retried_after_the_heartbeat_timeout()
+-> Result<()> {
+    let orchestrator = TestOrchestrator::start(Mode::Standalone).await?;
+    let mut first = python_worker(&orchestrator.url, &[]);
+    let run_id = orchestrator.enqueue("sleep", json!({ "ms": 1500 })).await?;
+    // Wait for the first attempt to be running on the first worker.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let stats = worker_stats(&first).await?;
+        if stats["executions"][&run_id] == 1 {
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "never dispatched: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill();
+    let second = python_worker(&orchestrator.url, &[]);
+    let run = orchestrator.wait_final(&run_id, PATIENCE).await?;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["attempt"], 2);
+    assert_eq!(
+        run["attempts"][0]["error"]["reason"], "heartbeat_timeout",
+        "{run}"
+    );
+    assert_eq!(worker_stats(&second).await?["executions"][&run_id], 1);
+    Ok(())
+}

@@ -1,0 +1,89 @@
+//! `pipeweave host`: runs WebAssembly tasks for an orchestrator. It
+//! registers itself, receives dispatches over HTTP, fetches each module
+//! once by code hash, and runs attempts in the same sandbox as
+//! `pipeweave run`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use pipeweave_host::server::ServerConfig;
+use pipeweave_host::{Runner, RunnerConfig};
+
+use crate::cli::{CommandError, exit};
+
+/// Flags of `pipeweave host`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct HostArgs {
+    /// The orchestrator to take work from.
+    #[arg(
+        long,
+        env = "PIPEWEAVE_ORCHESTRATOR_URL",
+        default_value = "http://127.0.0.1:3000"
+    )]
+    orchestrator: String,
+    /// Address to receive dispatches on (port 0 picks a free one).
+    #[arg(long, env = "PIPEWEAVE_HOST_LISTEN", default_value = "127.0.0.1:4000")]
+    listen: SocketAddr,
+    /// How the orchestrator reaches this host. Default: http://<listen
+    /// address>.
+    #[arg(long, env = "PIPEWEAVE_HOST_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Attempts to run at once. Default: the number of CPUs.
+    #[arg(long, env = "PIPEWEAVE_HOST_CAPACITY")]
+    capacity: Option<usize>,
+    /// This host's id. Default: host-<port>.
+    #[arg(long, env = "PIPEWEAVE_HOST_ID")]
+    host_id: Option<String>,
+    /// Where compiled components are cached.
+    #[arg(long, env = "PIPEWEAVE_CACHE_DIR", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+}
+
+/// Serves until Ctrl-C or SIGTERM.
+pub(crate) async fn run(args: HostArgs) -> Result<u8, CommandError> {
+    let orchestrator_url = args.orchestrator.trim_end_matches('/').to_owned();
+    if !(orchestrator_url.starts_with("http://") || orchestrator_url.starts_with("https://")) {
+        return Err(CommandError::usage(anyhow::anyhow!(
+            "--orchestrator {orchestrator_url:?} is not an http:// or https:// URL"
+        )));
+    }
+    let capacity = args
+        .capacity
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
+    if capacity == 0 {
+        return Err(CommandError::usage(anyhow::anyhow!(
+            "--capacity must be at least 1"
+        )));
+    }
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))
+        .map_err(CommandError::usage)?;
+    let address = listener.local_addr().map_err(CommandError::internal)?;
+    let public_url = match args.public_url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None if address.ip().is_unspecified() => format!("http://127.0.0.1:{}", address.port()),
+        None => format!("http://{address}"),
+    };
+    let runner = Runner::new(RunnerConfig {
+        cache_dir: args.cache_dir.or_else(super::run::default_cache_dir),
+        ..RunnerConfig::default()
+    })
+    .map_err(CommandError::internal)?;
+    let config = ServerConfig {
+        orchestrator_url,
+        public_url,
+        host_id: args
+            .host_id
+            .unwrap_or_else(|| format!("host-{}", address.port())),
+        capacity,
+    };
+    tracing::info!(%address, capacity, host_id = %config.host_id, "host started");
+    println!("listening on http://{address}");
+    pipeweave_host::server::serve(listener, Arc::new(runner), config, super::stop_signal())
+        .await
+        .map_err(CommandError::internal)?;
+    Ok(exit::SUCCESS)
+}

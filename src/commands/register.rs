@@ -1,0 +1,122 @@
+//! `pipeweave register task.wasm`: uploads a task component to an
+//! orchestrator and registers its task. The component's own `describe()`
+//! supplies the descriptor; the orchestrator recomputes the SHA-256 of the
+//! upload and refuses a mismatch.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, anyhow};
+use pipeweave_host::{Runner, RunnerConfig};
+use pipeweave_protocol::wire::{ModuleUploaded, RegisterRequest, RegisterResponse, RegisteredTask};
+
+use crate::cli::{CommandError, exit};
+
+/// Flags of `pipeweave register`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RegisterArgs {
+    /// The task component (`.wasm`).
+    component: PathBuf,
+    /// The orchestrator.
+    #[arg(
+        long,
+        env = "PIPEWEAVE_ORCHESTRATOR_URL",
+        default_value = "http://127.0.0.1:3000"
+    )]
+    orchestrator: String,
+    /// Service id to register under. Default: the task's id.
+    #[arg(long)]
+    service: Option<String>,
+    /// Service version; a new version cancels queued runs of tasks it no
+    /// longer has.
+    #[arg(long = "service-version", default_value = "0.1.0")]
+    service_version: String,
+}
+
+async fn answer<T: serde::de::DeserializeOwned>(
+    response: reqwest::Response,
+    what: &str,
+) -> anyhow::Result<T> {
+    let status = response.status();
+    if !status.is_success() {
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        let message = body["error"].as_str().unwrap_or("no details");
+        return Err(anyhow!("{what} refused ({status}): {message}"));
+    }
+    response
+        .json()
+        .await
+        .with_context(|| format!("{what}: unexpected answer"))
+}
+
+/// Uploads and registers.
+pub(crate) async fn run(args: RegisterArgs) -> Result<u8, CommandError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let bytes = std::fs::read(&args.component)
+        .with_context(|| format!("cannot read {}", args.component.display()))
+        .map_err(CommandError::usage)?;
+    let runner = Runner::new(RunnerConfig {
+        cache_dir: super::run::default_cache_dir(),
+        ..RunnerConfig::default()
+    })
+    .map_err(CommandError::internal)?;
+    let task = runner
+        .load(bytes.clone())
+        .await
+        .with_context(|| format!("{} is not a task component", args.component.display()))
+        .map_err(CommandError::usage)?;
+    let descriptor = task.descriptor().clone();
+    let code_hash = task.code_hash().to_string();
+    let base = args.orchestrator.trim_end_matches('/');
+    let http = reqwest::Client::new();
+    let unreachable = |e: reqwest::Error| {
+        CommandError::internal(anyhow!("cannot reach the orchestrator at {base}: {e}"))
+    };
+
+    let uploaded: ModuleUploaded = answer(
+        http.put(format!("{base}/api/modules/{code_hash}"))
+            .header("content-type", "application/wasm")
+            .body(bytes)
+            .send()
+            .await
+            .map_err(unreachable)?,
+        "module upload",
+    )
+    .await
+    .map_err(CommandError::internal)?;
+
+    let request = RegisterRequest {
+        service_id: args.service.unwrap_or_else(|| descriptor.id.clone()),
+        version: args.service_version,
+        base_url: None,
+        capacity: None,
+        tasks: vec![RegisteredTask {
+            descriptor: descriptor.clone(),
+            code_hash: code_hash.clone(),
+        }],
+    };
+    let registered: RegisterResponse = answer(
+        http.post(format!("{base}/api/register"))
+            .json(&request)
+            .send()
+            .await
+            .map_err(unreachable)?,
+        "registration",
+    )
+    .await
+    .map_err(CommandError::internal)?;
+    let version = registered
+        .code_changes
+        .iter()
+        .find(|c| c.task_id == descriptor.id)
+        .map(|c| format!(" (code version {} → {})", c.old_version, c.new_version))
+        .unwrap_or_default();
+    println!(
+        "registered task {} [{}] from {} ({} bytes) with service {}{version}",
+        descriptor.id,
+        &code_hash[..16],
+        args.component.display(),
+        uploaded.size,
+        registered.service_id
+    );
+    Ok(exit::SUCCESS)
+}

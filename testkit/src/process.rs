@@ -1,0 +1,111 @@
+//! Child processes for end-to-end tests: servers that print
+//! `listening on http://ADDR` on stdout once ready, killed when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// A running server process; killed (SIGKILL) and reaped on drop.
+#[derive(Debug)]
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`, from its `listening on` line.
+    pub url: String,
+}
+
+impl Server {
+    /// Starts `command` and waits up to `patience` for its `listening on`
+    /// line. Its stderr goes to the test's stderr.
+    #[track_caller]
+    pub fn start(mut command: Command, patience: Duration) -> Self {
+        let description = format!("{command:?}");
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {description}: {e}"));
+        let stdout = child
+            .stdout
+            .take()
+            .unwrap_or_else(|| panic!("no stdout from {description}"));
+        let (sender, receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if !sent && let Some(address) = line.strip_prefix("listening on ") {
+                    let _ = sender.send(address.trim().replace("0.0.0.0", "127.0.0.1"));
+                    sent = true;
+                } else {
+                    eprintln!("{line}");
+                }
+            }
+        });
+        match receiver.recv_timeout(patience) {
+            Ok(url) => Self { child, url },
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+                panic!("{description} did not print `listening on` within {patience:?} ({status})");
+            }
+        }
+    }
+
+    /// Kills the process with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGINT (Ctrl-C) and waits up to `patience` for the process to
+    /// exit; returns its exit code, `None` if it had to be killed.
+    pub fn interrupt(&mut self, patience: Duration) -> Option<i32> {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + patience;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+        None
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The Python example worker (`examples/python-worker/worker.py`).
+pub fn python_worker_script() -> PathBuf {
+    crate::workspace_root()
+        .join("examples")
+        .join("python-worker")
+        .join("worker.py")
+}
+
+/// Starts the Python example worker against `orchestrator_url`, with
+/// extra arguments.
+#[track_caller]
+pub fn python_worker(orchestrator_url: &str, extra: &[&str]) -> Server {
+    let mut command = Command::new("python3");
+    command
+        .arg("-u")
+        .arg(python_worker_script())
+        .args(["--orchestrator", orchestrator_url, "--port", "0"])
+        .args(extra);
+    Server::start(command, Duration::from_secs(40))
+}
