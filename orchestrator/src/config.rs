@@ -125,6 +125,21 @@ pub struct Config {
     pub log_level: LogLevel,
 }
 
+impl Config {
+    /// Adopts the address the listener actually got (`PORT=0` picks a free
+    /// port); a default public URL follows it.
+    pub fn bound_to(&mut self, address: SocketAddr) {
+        if self.public_url == default_public_url(self.listen.port()) {
+            self.public_url = default_public_url(address.port());
+        }
+        self.listen = address;
+    }
+}
+
+fn default_public_url(port: u16) -> String {
+    format!("http://127.0.0.1:{port}")
+}
+
 impl Args {
     /// Checks every value; the first problem is the error.
     pub fn into_config(self) -> Result<Config, ConfigError> {
@@ -164,7 +179,7 @@ impl Args {
                     reason: format!("{url:?} is not an http:// or https:// URL"),
                 });
             }
-            None => format!("http://127.0.0.1:{}", self.port),
+            None => default_public_url(self.port),
         };
         Ok(Config {
             database_url,

@@ -9,7 +9,7 @@ use crate::cli::{CommandError, exit};
 
 /// Starts the orchestrator with the checked configuration.
 pub(crate) async fn run(args: Args) -> Result<u8, CommandError> {
-    let config = args.into_config().map_err(CommandError::usage)?;
+    let mut config = args.into_config().map_err(CommandError::usage)?;
     let pool = pipeweave_orchestrator::connect(&config.database_url)
         .await
         .context("cannot connect to the database at DATABASE_URL")
@@ -22,6 +22,7 @@ pub(crate) async fn run(args: Args) -> Result<u8, CommandError> {
         .with_context(|| format!("cannot listen on {}", config.listen))
         .map_err(CommandError::usage)?;
     let address = listener.local_addr().map_err(CommandError::internal)?;
+    config.bound_to(address);
     let mode = config.mode;
     tracing::warn!(%address, ?mode, "orchestrator started");
     println!("listening on http://{address}");

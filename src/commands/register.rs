@@ -30,6 +30,10 @@ pub(crate) struct RegisterArgs {
     /// longer has.
     #[arg(long = "service-version", default_value = "0.1.0")]
     service_version: String,
+    /// Where compiled components are cached (describe() runs the
+    /// component once here).
+    #[arg(long, env = "PIPEWEAVE_CACHE_DIR", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
 }
 
 async fn answer<T: serde::de::DeserializeOwned>(
@@ -55,7 +59,10 @@ pub(crate) async fn run(args: RegisterArgs) -> Result<u8, CommandError> {
         .with_context(|| format!("cannot read {}", args.component.display()))
         .map_err(CommandError::usage)?;
     let runner = Runner::new(RunnerConfig {
-        cache_dir: super::run::default_cache_dir(),
+        cache_dir: args
+            .cache_dir
+            .clone()
+            .or_else(super::run::default_cache_dir),
         ..RunnerConfig::default()
     })
     .map_err(CommandError::internal)?;

@@ -2,6 +2,7 @@
 //! guest components, real processes.
 
 mod guest_builds;
+mod orchestrator;
 mod run_command;
 
 use std::path::Path;

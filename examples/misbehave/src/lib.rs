@@ -1,5 +1,6 @@
 //! `misbehave`: one task for the host's tests, which does what `input.mode`
-//! asks, well or badly. Its descriptor: id `misbehave`, timeout 5 s, memory
+//! asks, well or badly. Its descriptor: id `misbehave`, timeout 5 s,
+//! heartbeats every 500 ms (so a lost host is noticed within a second), memory
 //! limit 64 MiB, `allowed_next` `["a", "b"]`, outbound host `127.0.0.1:*`,
 //! secret `api-token`, other options at their defaults.
 //!
@@ -103,6 +104,7 @@ impl Task for Misbehave {
         Descriptor::new("misbehave")
             .description("Misbehaves on request, for the host's tests")
             .timeout_secs(5)
+            .heartbeat_interval_ms(500)
             .memory_limit_bytes(64 * MIB as u64)
             .allowed_next(["a", "b"])
             .outbound_host("127.0.0.1:*")

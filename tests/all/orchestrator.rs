@@ -1,0 +1,402 @@
+//! The orchestrator, hosts and workers as separate processes of the real
+//! `pipeweave` binary: a task through the queue on a host, a host killed
+//! mid-run, the orchestrator killed mid-dispatch, and two orchestrators
+//! sharing one database.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail, ensure};
+use pipeweave_testkit::process::{Server, python_worker};
+use serde_json::{Value, json};
+
+use super::{path_str, pipeweave};
+
+const SECRET: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+
+/// A test database migrated by `pipeweave db migrate`.
+fn database() -> String {
+    pipeweave_testkit::postgres::migrated_database(|url| {
+        let output = pipeweave(&["db", "migrate", "--database-url", url]);
+        assert!(
+            output.status.success(),
+            "db migrate: {}",
+            super::stderr(&output)
+        );
+    })
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+/// `pipeweave orchestrator` on `port` (0 for any).
+fn orchestrator(database_url: &str, port: u16) -> Server {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pipeweave"));
+    command
+        .arg("orchestrator")
+        .env("DATABASE_URL", database_url)
+        .env("PIPEWEAVE_SECRET_KEY", SECRET)
+        .env("PORT", port.to_string())
+        .env("PIPEWEAVE_LISTEN_HOST", "127.0.0.1")
+        .env("POLL_INTERVAL_MS", "100")
+        .env("MAX_CONCURRENCY", "64")
+        .env("LOG_LEVEL", "minimal");
+    Server::start(command, Duration::from_secs(30))
+}
+
+/// `pipeweave host` taking work from `orchestrator_url`.
+fn host(orchestrator_url: &str, id: &str) -> Server {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pipeweave"));
+    command
+        .args([
+            "host",
+            "--orchestrator",
+            orchestrator_url,
+            "--listen",
+            "127.0.0.1:0",
+            "--capacity",
+            "4",
+        ])
+        .args(["--host-id", id])
+        .env(
+            "PIPEWEAVE_CACHE_DIR",
+            pipeweave_testkit::compile_cache_dir(),
+        );
+    Server::start(command, Duration::from_secs(30))
+}
+
+fn register(orchestrator_url: &str, guest: &str) {
+    let wasm = pipeweave_testkit::guest(guest);
+    let output = pipeweave(&[
+        "register",
+        path_str(&wasm),
+        "--orchestrator",
+        orchestrator_url,
+    ]);
+    assert!(
+        output.status.success(),
+        "register {guest}: {}",
+        super::stderr(&output)
+    );
+}
+
+fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+async fn enqueue(url: &str, task_id: &str, input: Value) -> Result<String> {
+    let answer: Value = client()
+        .post(format!("{url}/api/queue/task"))
+        .json(&json!({ "taskId": task_id, "input": input }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    answer["runId"]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("enqueue: {answer}"))
+}
+
+async fn wait_final(url: &str, run_id: &str, patience: Duration) -> Result<Value> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        let run: Value = client()
+            .get(format!("{url}/api/task-runs/{run_id}"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if matches!(
+            run["status"].as_str(),
+            Some("succeeded" | "dead" | "cancelled")
+        ) {
+            return Ok(run);
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("run {run_id} did not finish within {patience:?}: {run}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn queue_status(url: &str) -> Result<Value> {
+    Ok(client()
+        .get(format!("{url}/api/queue/status"))
+        .send()
+        .await?
+        .json()
+        .await?)
+}
+
+/// Waits until `completed` reaches `expected`, or fails after `patience`.
+async fn wait_completed(url: &str, expected: i64, patience: Duration) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        let status = queue_status(url).await?;
+        if status["completed"].as_i64() == Some(expected) {
+            return Ok(());
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "not all runs completed within {patience:?}: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wasm_task_runs_through_the_queue_on_a_host() -> Result<()> {
+    let database_url = database();
+    let orchestrator = orchestrator(&database_url, 0);
+    register(&orchestrator.url, "hello");
+    let _host = host(&orchestrator.url, "host-a");
+    let run_id = enqueue(&orchestrator.url, "hello", json!({ "name": "Ada" })).await?;
+    let run = wait_final(&orchestrator.url, &run_id, Duration::from_secs(60)).await?;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["output"]["greeting"], "Hello, Ada!");
+    assert_eq!(run["target"], "host-a");
+
+    let failing = enqueue(&orchestrator.url, "hello", json!({ "name": "" })).await?;
+    let run = wait_final(&orchestrator.url, &failing, Duration::from_secs(60)).await?;
+    assert_eq!(
+        run["status"], "dead",
+        "an empty name fails without retries: {run}"
+    );
+    assert_eq!(run["error"]["code"], "EMPTY_NAME");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_killed_mid_run_loses_the_attempt_and_another_host_completes_the_run() -> Result<()>
+{
+    let database_url = database();
+    let orchestrator = orchestrator(&database_url, 0);
+    register(&orchestrator.url, "misbehave");
+    let mut first = host(&orchestrator.url, "host-first");
+    let run_id = enqueue(
+        &orchestrator.url,
+        "misbehave",
+        json!({ "mode": "sleep", "ms": 2000 }),
+    )
+    .await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let run: Value = client()
+            .get(format!("{}/api/task-runs/{run_id}", orchestrator.url))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if run["status"] == "running" {
+            break;
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "never started: {run}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    first.kill();
+    let _second = host(&orchestrator.url, "host-second");
+    let run = wait_final(&orchestrator.url, &run_id, Duration::from_secs(60)).await?;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["target"], "host-second");
+    assert_eq!(
+        run["attempts"][0]["error"]["reason"], "heartbeat_timeout",
+        "{run}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_orchestrator_killed_mid_dispatch_restarts_and_every_run_completes_once() -> Result<()>
+{
+    const RUNS: usize = 150;
+    let database_url = database();
+    let port = free_port();
+    let mut first = orchestrator(&database_url, port);
+    let url = first.url.clone();
+    let worker = python_worker(&url, &[]);
+    let tasks: Vec<Value> = (0..RUNS)
+        .map(|_| json!({ "taskId": "sleep", "input": { "ms": 200 } }))
+        .collect();
+    let answer: Value = client()
+        .post(format!("{url}/api/queue/batch"))
+        .json(&json!({ "tasks": tasks }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    ensure!(answer["queued"] == RUNS, "{answer}");
+
+    // Kill it while runs are being claimed, dispatched and completed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = queue_status(&url).await?;
+        if status["completed"].as_i64().unwrap_or(0) >= 20 {
+            break;
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "no progress: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let second = orchestrator(&database_url, port);
+    wait_completed(&second.url, RUNS as i64, Duration::from_secs(120)).await?;
+
+    let stats: Value = client()
+        .get(format!("{}/stats", worker.url))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let executions = stats["executions"].as_object().context("no executions")?;
+    assert_eq!(executions.len(), RUNS, "every run executed");
+    let repeated: Vec<_> = executions.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(
+        repeated.is_empty(),
+        "runs executed more than once: {repeated:?}"
+    );
+    let succeeded = pipeweave_testkit::postgres::query(
+        &database_url,
+        "select count(*) from attempts where outcome = 'succeeded'",
+    );
+    assert_eq!(
+        succeeded,
+        RUNS.to_string(),
+        "one successful attempt per run"
+    );
+    Ok(())
+}
+
+/// A worker inside the test process: it records each dispatch and calls
+/// back at once.
+#[derive(Debug, Clone, Default)]
+struct RecordingWorker {
+    /// (runId, attempt) → dispatches received.
+    dispatches: Arc<Mutex<HashMap<(String, u64), u32>>>,
+    /// Callback host:port → dispatches received from that orchestrator.
+    by_orchestrator: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+async fn recording_worker() -> Result<(String, RecordingWorker)> {
+    use axum::routing::post;
+    let worker = RecordingWorker::default();
+    let recorder = worker.clone();
+    let http = client();
+    let app = axum::Router::new().route(
+        "/tasks/{task_id}",
+        post(move |axum::Json(dispatch): axum::Json<Value>| {
+            let recorder = recorder.clone();
+            let http = http.clone();
+            async move {
+                let run_id = dispatch["runId"].as_str().unwrap_or_default().to_owned();
+                let attempt = dispatch["attempt"].as_u64().unwrap_or(0);
+                let callback_url = dispatch["callbackUrl"].as_str().unwrap_or_default().to_owned();
+                if let Ok(mut seen) = recorder.dispatches.lock() {
+                    *seen.entry((run_id, attempt)).or_default() += 1;
+                }
+                let origin = callback_url.split('/').nth(2).unwrap_or_default().to_owned();
+                if let Ok(mut by) = recorder.by_orchestrator.lock() {
+                    *by.entry(origin).or_default() += 1;
+                }
+                let body = json!({ "status": "success", "attempt": attempt, "attemptToken": dispatch["attemptToken"], "output": {} });
+                tokio::spawn(async move {
+                    for _ in 0..50 {
+                        match http.post(&callback_url).json(&body).send().await {
+                            Ok(r) if !r.status().is_server_error() => return,
+                            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+                        }
+                    }
+                });
+                axum::http::StatusCode::ACCEPTED
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((url, worker))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_orchestrators_on_one_database_dispatch_every_attempt_exactly_once() -> Result<()> {
+    const RUNS: usize = 10_000;
+    let database_url = database();
+    let first = orchestrator(&database_url, 0);
+    let second = orchestrator(&database_url, 0);
+    let (worker_url, worker) = recording_worker().await?;
+    let registration = json!({
+        "serviceId": "recorder", "baseUrl": worker_url, "capacity": 400,
+        "tasks": [{ "id": "record", "codeHash": "r1", "heartbeatIntervalMs": 60000 }]
+    });
+    let registered = client()
+        .post(format!("{}/api/register", first.url))
+        .json(&registration)
+        .send()
+        .await?;
+    ensure!(
+        registered.status().is_success(),
+        "register: {}",
+        registered.text().await?
+    );
+    for chunk in 0..RUNS / 1000 {
+        let tasks: Vec<Value> = (0..1000)
+            .map(|i| json!({ "taskId": "record", "input": { "n": chunk * 1000 + i } }))
+            .collect();
+        let target = if chunk % 2 == 0 {
+            &first.url
+        } else {
+            &second.url
+        };
+        let answer: Value = client()
+            .post(format!("{target}/api/queue/batch"))
+            .json(&json!({ "tasks": tasks }))
+            .send()
+            .await?
+            .json()
+            .await?;
+        ensure!(answer["queued"] == 1000, "{answer}");
+    }
+    wait_completed(&first.url, RUNS as i64, Duration::from_secs(300)).await?;
+
+    let dispatches = worker
+        .dispatches
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .clone();
+    assert_eq!(dispatches.len(), RUNS, "one attempt per run");
+    assert!(
+        dispatches
+            .iter()
+            .all(|((_, attempt), n)| *attempt == 1 && *n == 1),
+        "an attempt was dispatched twice"
+    );
+    let by_orchestrator = worker
+        .by_orchestrator
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .clone();
+    assert_eq!(
+        by_orchestrator.len(),
+        2,
+        "both orchestrators dispatched: {by_orchestrator:?}"
+    );
+    let attempts =
+        pipeweave_testkit::postgres::query(&database_url, "select count(*) from attempts");
+    assert_eq!(attempts, RUNS.to_string());
+    Ok(())
+}
