@@ -135,6 +135,13 @@ pub async fn watch_round(scheduler: &Scheduler, now: DateTime<Utc>) -> crate::Re
                 ),
             )
         };
+        if !run.past_deadline
+            && let Some(target) = &run.target
+        {
+            // A silent host is probably gone: no more dispatches to it
+            // until it pings again. (A no-op for worker services.)
+            storage::hosts::mark_unreachable(pool, target).await?;
+        }
         let reference = AttemptRef {
             run_id: run.id,
             attempt: run.attempt,
