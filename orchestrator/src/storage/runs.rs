@@ -105,74 +105,9 @@ pub async fn claim(
     now: DateTime<Utc>,
     target: &str,
 ) -> sqlx::Result<Vec<Claimed>> {
-    sqlx::query_as!(
-        Claimed,
-        r#"with limited as materialized (
-               select id, concurrency - running_count as free
-               from tasks
-               where id = any($1) and concurrency > 0
-               for update skip locked
-           ),
-           claimable_tasks as materialized (
-               select array(
-                   select id from tasks where id = any($1) and concurrency = 0
-                   union all
-                   select id from limited where free > 0
-               ) as ids
-           ),
-           candidates as materialized (
-               select runs.id, runs.task_id, runs.priority, runs.scheduled_at
-               from runs
-               where runs.state in ('queued', 'awaiting_retry')
-                 and runs.scheduled_at <= $3
-                 and runs.task_id = any((select ids from claimable_tasks)::text[])
-               order by runs.priority, runs.scheduled_at, runs.id
-               limit $2
-               for update skip locked
-           ),
-           chosen as (
-               select ranked.id, ranked.task_id
-               from (
-                   select candidates.*, row_number() over (
-                       partition by candidates.task_id
-                       order by candidates.priority, candidates.scheduled_at, candidates.id
-                   ) as rank_in_task
-                   from candidates
-               ) ranked
-               left join limited on limited.id = ranked.task_id
-               where limited.id is null or ranked.rank_in_task <= limited.free
-           ),
-           counted as (
-               update tasks set running_count = tasks.running_count + per_task.claimed
-               from (select task_id, count(*)::integer as claimed from chosen group by task_id) per_task
-               where tasks.id = per_task.task_id and tasks.concurrency > 0
-           )
-           update runs set
-               state = 'running',
-               attempt = runs.attempt + 1,
-               attempt_token = gen_random_uuid(),
-               target = $4,
-               code_version = tasks.code_version,
-               code_hash = tasks.code_hash,
-               started_at = $3,
-               heartbeat_at = $3,
-               deadline_at = $3 + tasks.timeout_ms * interval '1 millisecond',
-               heartbeat_interval_ms = tasks.heartbeat_interval_ms,
-               progress = null,
-               progress_message = null
-           from chosen
-           join tasks on tasks.id = chosen.task_id
-           where runs.id = chosen.id
-           returning runs.id, runs.task_id, runs.attempt, runs.attempt_token as "attempt_token!",
-                     runs.input, tasks.code_version, tasks.code_hash, tasks.timeout_ms,
-                     tasks.heartbeat_interval_ms"#,
-        task_ids,
-        limit,
-        now,
-        target
-    )
-    .fetch_all(pool)
-    .await
+    sqlx::query_file_as!(Claimed, "queries/claim.sql", task_ids, limit, now, target)
+        .fetch_all(pool)
+        .await
 }
 
 /// A successful attempt to record.
@@ -199,28 +134,8 @@ pub async fn succeed(
     let attempts: Vec<i32> = successes.iter().map(|s| s.attempt).collect();
     let tokens: Vec<Uuid> = successes.iter().map(|s| s.attempt_token).collect();
     let results: Vec<Value> = successes.iter().map(|s| s.result.clone()).collect();
-    sqlx::query_scalar!(
-        r#"with reported as (
-               select * from unnest($1::uuid[], $2::integer[], $3::uuid[], $4::jsonb[])
-                   as r (id, attempt, attempt_token, result)
-           ),
-           finished as (
-               update runs set state = 'succeeded', finished_at = $5, result = reported.result, error = null
-               from reported
-               where runs.id = reported.id and runs.state = 'running'
-                 and runs.attempt = reported.attempt and runs.attempt_token = reported.attempt_token
-               returning runs.id, runs.task_id, runs.attempt, runs.target, runs.code_version,
-                         runs.code_hash, runs.started_at
-           ),
-           released as (
-               update tasks set running_count = greatest(tasks.running_count - per_task.finished, 0)
-               from (select task_id, count(*)::integer as finished from finished group by task_id) per_task
-               where tasks.id = per_task.task_id and tasks.concurrency > 0
-           )
-           insert into attempts (run_id, attempt, outcome, target, code_version, code_hash, started_at, finished_at)
-           select id, attempt, 'succeeded', target, code_version, code_hash, started_at, $5
-           from finished
-           returning run_id"#,
+    sqlx::query_file_scalar!(
+        "queries/succeed.sql",
         &ids,
         &attempts,
         &tokens,

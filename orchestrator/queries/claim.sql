@@ -1,0 +1,63 @@
+-- Claims up to $2 due runs of the tasks in $1 for target $4 at time $3 and
+-- starts an attempt of each. See storage::runs::claim for how it honours
+-- priority, delayed runs and per-task concurrency across replicas. The
+-- benchmark runs this same file under pgbench.
+with limited as materialized (
+    select id, concurrency - running_count as free
+    from tasks
+    where id = any($1) and concurrency > 0
+    for update skip locked
+),
+claimable_tasks as materialized (
+    select array(
+        select id from tasks where id = any($1) and concurrency = 0
+        union all
+        select id from limited where free > 0
+    ) as ids
+),
+candidates as materialized (
+    select runs.id, runs.task_id, runs.priority, runs.scheduled_at
+    from runs
+    where runs.state in ('queued', 'awaiting_retry')
+      and runs.scheduled_at <= $3
+      and runs.task_id = any((select ids from claimable_tasks)::text[])
+    order by runs.priority, runs.scheduled_at, runs.id
+    limit $2
+    for update skip locked
+),
+chosen as (
+    select ranked.id, ranked.task_id
+    from (
+        select candidates.*, row_number() over (
+            partition by candidates.task_id
+            order by candidates.priority, candidates.scheduled_at, candidates.id
+        ) as rank_in_task
+        from candidates
+    ) ranked
+    left join limited on limited.id = ranked.task_id
+    where limited.id is null or ranked.rank_in_task <= limited.free
+),
+counted as (
+    update tasks set running_count = tasks.running_count + per_task.claimed
+    from (select task_id, count(*)::integer as claimed from chosen group by task_id) per_task
+    where tasks.id = per_task.task_id and tasks.concurrency > 0
+)
+update runs set
+    state = 'running',
+    attempt = runs.attempt + 1,
+    attempt_token = gen_random_uuid(),
+    target = $4,
+    code_version = tasks.code_version,
+    code_hash = tasks.code_hash,
+    started_at = $3,
+    heartbeat_at = $3,
+    deadline_at = $3 + tasks.timeout_ms * interval '1 millisecond',
+    heartbeat_interval_ms = tasks.heartbeat_interval_ms,
+    progress = null,
+    progress_message = null
+from chosen
+join tasks on tasks.id = chosen.task_id
+where runs.id = chosen.id
+returning runs.id, runs.task_id, runs.attempt, runs.attempt_token as "attempt_token!",
+          runs.input, tasks.code_version, tasks.code_hash, tasks.timeout_ms,
+          tasks.heartbeat_interval_ms;

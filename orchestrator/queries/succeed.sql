@@ -1,0 +1,24 @@
+-- Ends the current attempts named by ($1 run ids, $2 attempts, $3 tokens)
+-- as succeeded with results $4 at time $5; returns the runs that changed.
+-- Attempts that are no longer current are skipped.
+with reported as (
+    select * from unnest($1::uuid[], $2::integer[], $3::uuid[], $4::jsonb[])
+        as r (id, attempt, attempt_token, result)
+),
+finished as (
+    update runs set state = 'succeeded', finished_at = $5, result = reported.result, error = null
+    from reported
+    where runs.id = reported.id and runs.state = 'running'
+      and runs.attempt = reported.attempt and runs.attempt_token = reported.attempt_token
+    returning runs.id, runs.task_id, runs.attempt, runs.target, runs.code_version,
+              runs.code_hash, runs.started_at
+),
+released as (
+    update tasks set running_count = greatest(tasks.running_count - per_task.finished, 0)
+    from (select task_id, count(*)::integer as finished from finished group by task_id) per_task
+    where tasks.id = per_task.task_id and tasks.concurrency > 0
+)
+insert into attempts (run_id, attempt, outcome, target, code_version, code_hash, started_at, finished_at)
+select id, attempt, 'succeeded', target, code_version, code_hash, started_at, $5
+from finished
+returning run_id;
