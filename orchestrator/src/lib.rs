@@ -22,9 +22,12 @@
 //! - [`scheduler`]: dispatch rounds and the heartbeat watch
 //! - [`storage`]: every SQL statement, one file per table
 //! - [`serve`]: runs the API and, in standalone mode, the scheduler
+//! - [`embedded_postgres`]: a private PostgreSQL cluster for the quick
+//!   start, tests and benchmarks
 
 pub mod api;
 pub mod config;
+pub mod embedded_postgres;
 mod error;
 pub mod ids;
 pub mod queue;

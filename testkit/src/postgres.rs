@@ -12,12 +12,12 @@
 //! Each test gets a database of its own with [`create_database`], copied
 //! from a template when one is given, so tests never see each other's rows.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+
+use pipeweave_orchestrator::embedded_postgres::{EmbeddedPostgres, Options, find_bindir};
 
 /// The server tests use.
 #[derive(Debug)]
@@ -122,80 +122,19 @@ fn start() -> Result<Server, String> {
     if let Ok(url) = std::env::var("DATABASE_URL") {
         return external(&url);
     }
-    let bin = find_bindir()?;
-    let psql = bin.join("psql");
-    let root = is_root();
-    let dir = std::env::temp_dir().join(format!("pipeweave-pg-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    if root {
-        let (uid, gid) = postgres_ids()?;
-        std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
-            .map_err(|e| format!("cannot give {} to the postgres user: {e}", dir.display()))?;
-    }
-    let data = dir.join("data");
-    let as_postgres = |program: &Path| {
-        if root {
-            let mut command = Command::new("runuser");
-            command.args(["-u", "postgres", "--"]).arg(program);
-            command
-        } else {
-            Command::new(program)
-        }
+    let options = Options {
+        durable: false,
+        max_connections: 200,
+        parent_dir: None,
     };
-
-    let initdb = as_postgres(&bin.join("initdb"))
-        .arg("-D")
-        .arg(&data)
-        .args([
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "--no-sync",
-            "-E",
-            "UTF8",
-            "--locale=C",
-        ])
-        .output()
-        .map_err(|e| format!("cannot run initdb: {e}"))?;
-    if !initdb.status.success() {
-        return Err(format!(
-            "initdb failed: {}",
-            String::from_utf8_lossy(&initdb.stderr)
-        ));
-    }
-
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map_err(|e| format!("cannot find a free port: {e}"))?
-        .port();
-    // The watchdog: start postgres, wait while the test process lives, then
-    // stop postgres and remove the cluster.
-    let script = format!(
-        "{postgres} -D {data} -p {port} -k {dir} -c listen_addresses=127.0.0.1 \
-         -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 \
-         >{dir}/postgres.log 2>&1 & pg=$!; \
-         while [ -d /proc/{test_pid} ] && kill -0 $pg 2>/dev/null; do sleep 0.5; done; \
-         kill -INT $pg 2>/dev/null; wait $pg; rm -rf {dir}",
-        postgres = bin.join("postgres").display(),
-        data = data.display(),
-        dir = dir.display(),
-        test_pid = std::process::id(),
-    );
-    as_postgres(Path::new("/bin/sh"))
-        .args(["-c", &script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start postgres: {e}"))?;
-
+    let cluster = EmbeddedPostgres::start(&options).map_err(|e| e.to_string())?;
     let server = Server {
-        base_url: format!("postgres://postgres@127.0.0.1:{port}"),
+        base_url: cluster.base_url(),
         admin_database: "postgres".into(),
-        psql,
+        psql: cluster.bindir().join("psql"),
     };
-    wait_until_ready(&bin, port, &dir)?;
+    // It lives as long as the test process; its watchdog cleans up after.
+    std::mem::forget(cluster);
     Ok(server)
 }
 
@@ -214,75 +153,6 @@ fn external(url: &str) -> Result<Server, String> {
         admin_database: database,
         psql,
     })
-}
-
-fn wait_until_ready(bin: &Path, port: u16, dir: &Path) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ready = Command::new(bin.join("pg_isready"))
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ready {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            let log = std::fs::read_to_string(dir.join("postgres.log")).unwrap_or_default();
-            return Err(format!("postgres did not start within 30 s:\n{log}"));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// The directory with `initdb`, `postgres`, `pg_isready` and `psql`:
-/// `PG_BINDIR`, else the newest `/usr/lib/postgresql/<version>/bin`.
-fn find_bindir() -> Result<PathBuf, String> {
-    if let Some(dir) = std::env::var_os("PG_BINDIR") {
-        return Ok(PathBuf::from(dir));
-    }
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .filter_map(Result::ok)
-        .filter_map(|entry| {
-            let version = entry.file_name().to_str()?.parse().ok()?;
-            let bin = entry.path().join("bin");
-            bin.join("initdb").is_file().then_some((version, bin))
-        })
-        .collect();
-    versions.sort();
-    versions.pop().map(|(_, bin)| bin).ok_or_else(|| {
-        "no PostgreSQL server binaries found: install Debian's `postgresql` package \
-         (apt-get install postgresql), set PG_BINDIR to the folder with initdb and postgres, \
-         or set DATABASE_URL to a server the tests may create databases on"
-            .to_owned()
-    })
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
-fn postgres_ids() -> Result<(u32, u32), String> {
-    let id = |flag: &str| -> Result<u32, String> {
-        let output = Command::new("id")
-            .args([flag, "postgres"])
-            .output()
-            .map_err(|e| format!("cannot run id: {e}"))?;
-        String::from_utf8_lossy(&output.stdout)
-            .trim()
-            .parse()
-            .map_err(|_| {
-                "no `postgres` user: install Debian's `postgresql` package, which creates it"
-                    .to_owned()
-            })
-    };
-    Ok((id("-u")?, id("-g")?))
 }
 
 #[cfg(test)]

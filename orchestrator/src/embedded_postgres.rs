@@ -1,0 +1,282 @@
+//! A private PostgreSQL cluster started from the system's server binaries,
+//! for the zero-configuration quick start (`pipeweave dev`), the test
+//! suites and the benchmarks.
+//!
+//! The cluster lives in a fresh directory, listens on a free port on
+//! 127.0.0.1 only, and trusts local connections as user `postgres`. When
+//! this process runs as root it runs the server as the `postgres` user that
+//! Debian's package creates, since `initdb` and `postgres` refuse root. A
+//! small shell watchdog stops the server and removes the directory once
+//! this process is gone, however it ended (even by SIGKILL); [`stop`] does
+//! the same at once.
+//!
+//! [`stop`]: EmbeddedPostgres::stop
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How to run the cluster.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Keep PostgreSQL's durability defaults (`fsync`, `synchronous_commit`,
+    /// `full_page_writes` on). Tests turn them off for speed; benchmarks
+    /// keep them so figures mean what they would in production.
+    pub durable: bool,
+    /// `max_connections`.
+    pub max_connections: u32,
+    /// Where to create the cluster's directory (default: the system's
+    /// temporary directory).
+    pub parent_dir: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            durable: true,
+            max_connections: 100,
+            parent_dir: None,
+        }
+    }
+}
+
+/// The cluster could not be started.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("cannot start a private PostgreSQL: {0}")]
+pub struct EmbeddedError(String);
+
+/// A running private cluster.
+#[derive(Debug)]
+pub struct EmbeddedPostgres {
+    bin: PathBuf,
+    dir: PathBuf,
+    port: u16,
+    stopped: bool,
+}
+
+impl EmbeddedPostgres {
+    /// Creates and starts a cluster.
+    pub fn start(options: &Options) -> Result<Self, EmbeddedError> {
+        let fail = |message: String| EmbeddedError(message);
+        let bin = find_bindir().map_err(fail)?;
+        let root = is_root();
+        let parent = options
+            .parent_dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir);
+        let dir = parent.join(format!("pipeweave-pg-{}-{}", std::process::id(), unique()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+        if root {
+            let (uid, gid) = postgres_ids().map_err(fail)?;
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(|e| {
+                fail(format!(
+                    "cannot give {} to the postgres user: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
+        let data = dir.join("data");
+        let initdb = as_postgres(root, &bin.join("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ])
+            .output()
+            .map_err(|e| fail(format!("cannot run initdb: {e}")))?;
+        if !initdb.status.success() {
+            return Err(fail(format!(
+                "initdb failed: {}",
+                String::from_utf8_lossy(&initdb.stderr)
+            )));
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map_err(|e| fail(format!("cannot find a free port: {e}")))?
+            .port();
+        let durability = if options.durable {
+            ""
+        } else {
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        };
+        // The watchdog: start postgres, wait while the owner lives, then
+        // stop postgres and remove the cluster.
+        let script = format!(
+            "{postgres} -D {data} -p {port} -k {dir} -c listen_addresses=127.0.0.1 \
+             -c max_connections={max_connections} {durability} >{dir}/postgres.log 2>&1 & pg=$!; \
+             while [ -d /proc/{owner} ] && kill -0 $pg 2>/dev/null; do sleep 0.2; done; \
+             kill -INT $pg 2>/dev/null; wait $pg; rm -rf {dir}",
+            postgres = bin.join("postgres").display(),
+            data = data.display(),
+            dir = dir.display(),
+            max_connections = options.max_connections,
+            owner = std::process::id(),
+        );
+        as_postgres(root, Path::new("/bin/sh"))
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| fail(format!("cannot start postgres: {e}")))?;
+        let cluster = Self {
+            bin,
+            dir,
+            port,
+            stopped: false,
+        };
+        cluster.wait_until_ready().map_err(fail)?;
+        Ok(cluster)
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT`, without a database name.
+    pub fn base_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}", self.port)
+    }
+
+    /// The URL of database `name`.
+    pub fn url(&self, name: &str) -> String {
+        format!("{}/{name}", self.base_url())
+    }
+
+    /// The folder with the server's binaries (`psql`, `pgbench` …).
+    pub fn bindir(&self) -> &Path {
+        &self.bin
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the server now and removes its directory; waits up to 30 s.
+    pub fn stop(mut self) {
+        self.shut_down();
+    }
+
+    fn shut_down(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        let _ = as_postgres(is_root(), &self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", "fast", "-w", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        // The watchdog removes the directory once the server is gone.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.dir.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn wait_until_ready(&self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = Command::new(self.bin.join("pg_isready"))
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "postgres",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ready {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let log =
+                    std::fs::read_to_string(self.dir.join("postgres.log")).unwrap_or_default();
+                return Err(format!("postgres did not start within 30 s:\n{log}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for EmbeddedPostgres {
+    fn drop(&mut self) {
+        self.shut_down();
+    }
+}
+
+fn unique() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+fn as_postgres(root: bool, program: &Path) -> Command {
+    if root {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+/// The directory with `initdb`, `postgres`, `pg_isready` and `psql`:
+/// `PG_BINDIR`, else the newest `/usr/lib/postgresql/<version>/bin`.
+pub fn find_bindir() -> Result<PathBuf, String> {
+    if let Some(dir) = std::env::var_os("PG_BINDIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("initdb").is_file().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin).ok_or_else(|| {
+        "no PostgreSQL server binaries found: install Debian's `postgresql` package \
+         (apt-get install postgresql), set PG_BINDIR to the folder with initdb and postgres, \
+         or set DATABASE_URL to a server to use instead"
+            .to_owned()
+    })
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn postgres_ids() -> Result<(u32, u32), String> {
+    let id = |flag: &str| -> Result<u32, String> {
+        let output = Command::new("id")
+            .args([flag, "postgres"])
+            .output()
+            .map_err(|e| format!("cannot run id: {e}"))?;
+        String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse()
+            .map_err(|_| {
+                "no `postgres` user: install Debian's `postgresql` package, which creates it"
+                    .to_owned()
+            })
+    };
+    Ok((id("-u")?, id("-g")?))
+}
