@@ -55,6 +55,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Run(commands::run::RunArgs),
+    /// Start PostgreSQL, an orchestrator and a host on this machine, register
+    /// tasks, and run one through the queue.
+    Dev(commands::dev::DevArgs),
     /// Serve the orchestrator: HTTP API, PostgreSQL queue and scheduler.
     Orchestrator(pipeweave_orchestrator::config::Args),
     /// Run WebAssembly tasks for an orchestrator.
@@ -100,7 +103,7 @@ pub fn main() -> ExitCode {
         Command::Host(_) | Command::Register(_) | Command::Db(_) => {
             "warn,pipeweave=info,pipeweave_host=info"
         }
-        Command::Run(_) => "warn",
+        Command::Run(_) | Command::Dev(_) => "warn",
     };
     init_logging(cli.log.as_deref().unwrap_or(default_filter));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -120,6 +123,7 @@ pub fn main() -> ExitCode {
             Command::Host(args) => commands::host::run(args).await,
             Command::Register(args) => commands::register::run(args).await,
             Command::Db(args) => commands::db::run(args).await,
+            Command::Dev(args) => commands::dev::run(args).await,
         }
     });
     match result {

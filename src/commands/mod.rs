@@ -1,6 +1,7 @@
 //! One module per `pipeweave` subcommand.
 
 pub(crate) mod db;
+pub(crate) mod dev;
 pub(crate) mod host;
 pub(crate) mod orchestrator;
 pub(crate) mod register;

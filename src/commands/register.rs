@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context as _, anyhow};
-use pipeweave_host::{Runner, RunnerConfig};
+use pipeweave_host::{LoadedTask, Runner, RunnerConfig};
 use pipeweave_protocol::wire::{ModuleUploaded, RegisterRequest, RegisterResponse, RegisteredTask};
 
 use crate::cli::{CommandError, exit};
@@ -52,6 +52,51 @@ async fn answer<T: serde::de::DeserializeOwned>(
         .with_context(|| format!("{what}: unexpected answer"))
 }
 
+/// Uploads a loaded task's module to the orchestrator at `base` and
+/// registers the task under `service_id`; returns the registration's
+/// answer. Errors say which step failed.
+pub(crate) async fn upload_and_register(
+    http: &reqwest::Client,
+    base: &str,
+    task: &LoadedTask,
+    bytes: Vec<u8>,
+    service_id: Option<String>,
+    service_version: String,
+) -> anyhow::Result<RegisterResponse> {
+    let descriptor = task.descriptor().clone();
+    let code_hash = task.code_hash().to_string();
+    let unreachable = |e: reqwest::Error| anyhow!("cannot reach the orchestrator at {base}: {e}");
+    let _uploaded: ModuleUploaded = answer(
+        http.put(format!("{base}/api/modules/{code_hash}"))
+            .header("content-type", "application/wasm")
+            .body(bytes)
+            .send()
+            .await
+            .map_err(unreachable)?,
+        "module upload",
+    )
+    .await?;
+    let request = RegisterRequest {
+        service_id: service_id.unwrap_or_else(|| descriptor.id.clone()),
+        version: service_version,
+        base_url: None,
+        capacity: None,
+        tasks: vec![RegisteredTask {
+            descriptor,
+            code_hash,
+        }],
+    };
+    answer(
+        http.post(format!("{base}/api/register"))
+            .json(&request)
+            .send()
+            .await
+            .map_err(unreachable)?,
+        "registration",
+    )
+    .await
+}
+
 /// Uploads and registers.
 pub(crate) async fn run(args: RegisterArgs) -> Result<u8, CommandError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -71,58 +116,29 @@ pub(crate) async fn run(args: RegisterArgs) -> Result<u8, CommandError> {
         .await
         .with_context(|| format!("{} is not a task component", args.component.display()))
         .map_err(CommandError::usage)?;
-    let descriptor = task.descriptor().clone();
-    let code_hash = task.code_hash().to_string();
     let base = args.orchestrator.trim_end_matches('/');
-    let http = reqwest::Client::new();
-    let unreachable = |e: reqwest::Error| {
-        CommandError::internal(anyhow!("cannot reach the orchestrator at {base}: {e}"))
-    };
-
-    let uploaded: ModuleUploaded = answer(
-        http.put(format!("{base}/api/modules/{code_hash}"))
-            .header("content-type", "application/wasm")
-            .body(bytes)
-            .send()
-            .await
-            .map_err(unreachable)?,
-        "module upload",
+    let size = bytes.len();
+    let registered = upload_and_register(
+        &reqwest::Client::new(),
+        base,
+        &task,
+        bytes,
+        args.service,
+        args.service_version,
     )
     .await
     .map_err(CommandError::internal)?;
-
-    let request = RegisterRequest {
-        service_id: args.service.unwrap_or_else(|| descriptor.id.clone()),
-        version: args.service_version,
-        base_url: None,
-        capacity: None,
-        tasks: vec![RegisteredTask {
-            descriptor: descriptor.clone(),
-            code_hash: code_hash.clone(),
-        }],
-    };
-    let registered: RegisterResponse = answer(
-        http.post(format!("{base}/api/register"))
-            .json(&request)
-            .send()
-            .await
-            .map_err(unreachable)?,
-        "registration",
-    )
-    .await
-    .map_err(CommandError::internal)?;
+    let id = &task.descriptor().id;
     let version = registered
         .code_changes
         .iter()
-        .find(|c| c.task_id == descriptor.id)
+        .find(|c| &c.task_id == id)
         .map(|c| format!(" (code version {} → {})", c.old_version, c.new_version))
         .unwrap_or_default();
     println!(
-        "registered task {} [{}] from {} ({} bytes) with service {}{version}",
-        descriptor.id,
-        &code_hash[..16],
+        "registered task {id} [{}] from {} ({size} bytes) with service {}{version}",
+        task.code_hash().short(),
         args.component.display(),
-        uploaded.size,
         registered.service_id
     );
     Ok(exit::SUCCESS)

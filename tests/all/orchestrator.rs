@@ -400,3 +400,101 @@ async fn two_orchestrators_on_one_database_dispatch_every_attempt_exactly_once()
     assert_eq!(attempts, RUNS.to_string());
     Ok(())
 }
+
+#[test]
+fn dev_runs_a_task_through_the_queue_and_leaves_nothing_behind() {
+    let hello = pipeweave_testkit::guest("hello");
+    let output = pipeweave(&[
+        "dev",
+        path_str(&hello),
+        "--input",
+        r#"{"name": "Ada"}"#,
+        "--once",
+        "--port",
+        "0",
+    ]);
+    let stderr = super::stderr(&output);
+    assert!(output.status.success(), "{stderr}");
+    let printed: Value = serde_json::from_str(&super::stdout(&output)).unwrap_or_default();
+    assert_eq!(printed["greeting"], "Hello, Ada!", "{stderr}");
+    for step in [
+        "PostgreSQL",
+        "orchestrator",
+        "host",
+        "registered",
+        "succeeded",
+        "stopped",
+    ] {
+        assert!(stderr.contains(step), "no {step:?} in:\n{stderr}");
+    }
+    let cluster_port = stderr
+        .split("private cluster on 127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!cluster_port.is_empty(), "{stderr}");
+    assert!(
+        TcpListener::bind(("127.0.0.1", cluster_port.parse::<u16>().unwrap_or(0))).is_ok(),
+        "PostgreSQL still listens on {cluster_port}"
+    );
+}
+
+#[test]
+fn dev_stops_everything_on_ctrl_c() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pipeweave"))
+        .args(["dev", "--port", "0"])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start pipeweave dev: {e}"));
+    let stderr = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
+    let mut lines = BufReader::new(stderr).lines();
+    let mut seen = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap_or_default();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("Press Ctrl-C to stop") {
+            break;
+        }
+    }
+    assert!(seen.contains("Press Ctrl-C"), "{seen}");
+    let data_dirs = |pid: u32| {
+        std::fs::read_dir(std::env::temp_dir())
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("pipeweave-pg-{pid}-"))
+            })
+            .count()
+    };
+    let pid = child.id();
+    assert_eq!(
+        data_dirs(pid),
+        1,
+        "a private cluster directory while running"
+    );
+    let _ = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status();
+    let status = child.wait().unwrap_or_else(|e| panic!("wait: {e}"));
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(status.success(), "exit {status}: {}", rest.join("\n"));
+    assert!(rest.iter().any(|l| l.contains("stopped")), "{rest:?}");
+    assert_eq!(data_dirs(pid), 0, "the cluster directory is removed");
+    let postgres_left = Command::new("pgrep")
+        .args(["-f", &format!("pipeweave-pg-{pid}-")])
+        .output()
+        .map(|o| o.stdout)
+        .unwrap_or_default();
+    assert!(
+        postgres_left.is_empty(),
+        "postgres still running: {}",
+        String::from_utf8_lossy(&postgres_left)
+    );
+}
