@@ -26,6 +26,9 @@ create table services (
     -- Attempts a plain HTTP worker takes at once; absent means the
     -- orchestrator's MAX_CONCURRENCY.
     capacity integer,
+    -- A dispatch to this worker could not connect: no dispatches until
+    -- then, or until it registers again (a restarted worker does).
+    unreachable_until timestamptz,
     registered_at timestamptz not null default now(),
     updated_at timestamptz not null default now(),
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::Utc;
 use pipeweave_protocol::wire::Dispatch;
 use pipeweave_protocol::{FailureReason, PreviousAttempt};
-use tokio::task::JoinSet;
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::Scheduler;
@@ -22,18 +22,47 @@ use crate::storage;
 /// How long a target has to accept a dispatch.
 pub const DISPATCH_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a plain HTTP worker that refused a connection gets no
+/// dispatches, unless it registers again first; so a restarting worker does
+/// not burn every retry of the runs sent its way.
+pub const UNREACHABLE_BACKOFF: Duration = Duration::from_secs(5);
+
 /// Most runs claimed for one target in one statement.
 const CLAIM_BATCH: i64 = 200;
 
-/// What one round did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RoundReport {
-    /// Attempts claimed and sent.
-    pub dispatched: usize,
-    /// Attempts whose dispatch failed.
-    pub failed: usize,
+/// A dispatch round: what it claimed, and the dispatches still in flight.
+/// Dropping it leaves them to finish on their own (each records its own
+/// failure); [`Round::finish`] waits for them.
+#[derive(Debug, Default)]
+pub struct Round {
+    /// Attempts claimed (and being sent).
+    pub claimed: usize,
     /// Some claim filled its batch: there is probably more to do now.
     pub full: bool,
+    sends: Vec<JoinHandle<bool>>,
+}
+
+/// What a finished round did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoundReport {
+    /// Attempts a target accepted.
+    pub dispatched: usize,
+    /// Attempts whose dispatch failed (each failed as `dispatch_failed`).
+    pub failed: usize,
+}
+
+impl Round {
+    /// Waits for every dispatch of the round.
+    pub async fn finish(self) -> RoundReport {
+        let mut report = RoundReport::default();
+        for send in self.sends {
+            match send.await {
+                Ok(true) => report.dispatched += 1,
+                _ => report.failed += 1,
+            }
+        }
+        report
+    }
 }
 
 /// Where claimed attempts go.
@@ -55,7 +84,7 @@ async fn targets(scheduler: &Scheduler) -> crate::Result<Vec<Target>> {
     let pool = &scheduler.state.pool;
     let config = &scheduler.state.config;
     let mut targets = Vec::new();
-    for service in storage::services::http_targets(pool).await? {
+    for service in storage::services::http_targets(pool, Utc::now()).await? {
         let capacity = i64::from(
             service
                 .capacity
@@ -90,11 +119,12 @@ async fn targets(scheduler: &Scheduler) -> crate::Result<Vec<Target>> {
     Ok(targets)
 }
 
-/// Claims and dispatches once for every target with free capacity.
-pub async fn dispatch_round(scheduler: &Scheduler) -> crate::Result<RoundReport> {
-    let mut report = RoundReport::default();
+/// Claims for every target with free capacity and starts sending each
+/// attempt; the sends run on their own tasks, so a slow target does not
+/// hold up the others or the next round.
+pub async fn dispatch_round(scheduler: &Scheduler) -> crate::Result<Round> {
+    let mut round = Round::default();
     let pool = &scheduler.state.pool;
-    let mut sends = JoinSet::new();
     for target in targets(scheduler).await? {
         let limit = target.free.min(CLAIM_BATCH);
         let claimed =
@@ -102,7 +132,8 @@ pub async fn dispatch_round(scheduler: &Scheduler) -> crate::Result<RoundReport>
         if claimed.is_empty() {
             continue;
         }
-        report.full |= claimed.len() as i64 == limit && limit == CLAIM_BATCH;
+        round.claimed += claimed.len();
+        round.full |= claimed.len() as i64 == limit && limit == CLAIM_BATCH;
         let previous = previous_attempts(pool, &claimed).await?;
         for run in claimed {
             let dispatch = dispatch_message(
@@ -111,44 +142,51 @@ pub async fn dispatch_round(scheduler: &Scheduler) -> crate::Result<RoundReport>
                 previous.get(&run.id).cloned().unwrap_or_default(),
             );
             let url = format!("{}/tasks/{}", target.url, run.task_id);
-            let http = scheduler.http.clone();
             let reference = AttemptRef {
                 run_id: run.id,
                 attempt: run.attempt,
                 attempt_token: run.attempt_token,
             };
+            let (http, pool) = (scheduler.http.clone(), pool.clone());
             let (target_id, is_host) = (target.id.clone(), target.is_host);
-            sends.spawn(async move {
-                let outcome = send(&http, &url, &dispatch).await;
-                (reference, target_id, is_host, outcome)
-            });
-        }
-    }
-    while let Some(joined) = sends.join_next().await {
-        let Ok((reference, target_id, is_host, outcome)) = joined else {
-            continue;
-        };
-        match outcome {
-            Ok(()) => report.dispatched += 1,
-            Err(failure) => {
-                report.failed += 1;
+            round.sends.push(tokio::spawn(async move {
+                let Err(failure) = send(&http, &url, &dispatch).await else {
+                    return true;
+                };
                 tracing::warn!(run_id = %RunId(reference.run_id), target = %target_id, "dispatch failed: {}", failure.message);
-                if is_host && failure.unreachable {
-                    storage::hosts::mark_unreachable(pool, &target_id).await?;
+                if let Err(error) = record_failure(&pool, reference, &target_id, is_host, failure).await {
+                    // The heartbeat watch fails the attempt later instead.
+                    tracing::warn!(run_id = %RunId(reference.run_id), error = %crate::error_chain(&error), "cannot record a failed dispatch");
                 }
-                let error = AttemptError::decided(FailureReason::DispatchFailed, failure.message);
-                queue::fail_attempt(pool, reference, &error, Utc::now()).await?;
-            }
+                false
+            }));
         }
     }
-    if report.dispatched + report.failed > 0 {
-        tracing::debug!(
-            dispatched = report.dispatched,
-            failed = report.failed,
-            "dispatch round"
-        );
+    if round.claimed > 0 {
+        tracing::debug!(claimed = round.claimed, "dispatch round");
     }
-    Ok(report)
+    Ok(round)
+}
+
+async fn record_failure(
+    pool: &sqlx::PgPool,
+    reference: AttemptRef,
+    target_id: &str,
+    is_host: bool,
+    failure: SendFailure,
+) -> crate::Result<()> {
+    if failure.unreachable {
+        if is_host {
+            storage::hosts::mark_unreachable(pool, target_id).await?;
+        } else {
+            let until =
+                Utc::now() + chrono::Duration::from_std(UNREACHABLE_BACKOFF).unwrap_or_default();
+            storage::services::mark_unreachable(pool, target_id, until).await?;
+        }
+    }
+    let error = AttemptError::decided(FailureReason::DispatchFailed, failure.message);
+    queue::fail_attempt(pool, reference, &error, Utc::now()).await?;
+    Ok(())
 }
 
 async fn previous_attempts(

@@ -24,7 +24,7 @@ use crate::queue::{self, AttemptError, AttemptRef};
 use crate::shutdown::Shutdown;
 use crate::storage;
 
-pub use dispatch::{DISPATCH_TIMEOUT, RoundReport, dispatch_round};
+pub use dispatch::{DISPATCH_TIMEOUT, Round, RoundReport, UNREACHABLE_BACKOFF, dispatch_round};
 
 /// Grace after an attempt's deadline before the orchestrator fails it
 /// itself: a PipeWeave host enforces the timeout and reports it with more
@@ -73,7 +73,7 @@ impl Scheduler {
         let poll = self.state.config.poll_interval;
         while !shutdown.is_stopping() {
             let busy = match dispatch_round(&self).await {
-                Ok(report) => report.full,
+                Ok(round) => round.full,
                 Err(error) => {
                     tracing::warn!(error = %crate::error_chain(&error), "dispatch round failed");
                     false

@@ -49,7 +49,7 @@ pub async fn upsert(
            on conflict (id) do update set
                version = excluded.version, runtime = excluded.runtime,
                base_url = excluded.base_url, capacity = excluded.capacity,
-               updated_at = excluded.updated_at"#,
+               unreachable_until = null, updated_at = excluded.updated_at"#,
         id,
         version,
         runtime as Runtime,
@@ -100,15 +100,31 @@ pub struct HttpTarget {
     pub running: i64,
 }
 
-/// The plain HTTP worker services, with their tasks and running attempts.
-pub async fn http_targets(pool: &PgPool) -> sqlx::Result<Vec<HttpTarget>> {
+/// The plain HTTP worker services reachable at `now`, with their tasks and
+/// running attempts.
+pub async fn http_targets(pool: &PgPool, now: DateTime<Utc>) -> sqlx::Result<Vec<HttpTarget>> {
     sqlx::query_as!(
         HttpTarget,
         r#"select s.id, s.base_url as "base_url!", s.capacity,
                   array(select t.id from tasks t where t.service_id = s.id) as "task_ids!",
                   (select count(*) from runs r where r.state = 'running' and r.target = s.id) as "running!"
-           from services s where s.runtime = 'http'"#
+           from services s
+           where s.runtime = 'http' and (s.unreachable_until is null or s.unreachable_until <= $1)"#,
+        now
     )
     .fetch_all(pool)
     .await
+}
+
+/// Takes a worker service out of rotation until `until` (or its next
+/// registration): a dispatch to it could not connect.
+pub async fn mark_unreachable(pool: &PgPool, id: &str, until: DateTime<Utc>) -> sqlx::Result<()> {
+    sqlx::query!(
+        "update services set unreachable_until = $2 where id = $1",
+        id,
+        until
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
 }
