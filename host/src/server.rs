@@ -197,7 +197,8 @@ impl EventSink for LatestProgress {
     }
 }
 
-/// Why the orchestrator no longer wants an attempt's result.
+/// Set when the orchestrator no longer wants an attempt's result (it was
+/// cancelled or superseded), so no callback is sent.
 #[derive(Debug, Default)]
 struct Abandoned(std::sync::atomic::AtomicBool);
 
@@ -283,7 +284,8 @@ async fn heartbeat_loop(
     }
 }
 
-fn failure(reason: FailureReason, message: String, retryable: bool) -> Callback {
+/// A failure callback carrying `error`.
+fn failure_callback(error: CallbackError) -> Callback {
     Callback {
         status: CallbackStatus::Failure,
         attempt: None,
@@ -291,14 +293,20 @@ fn failure(reason: FailureReason, message: String, retryable: bool) -> Callback 
         result: ResultRef::default(),
         logs_path: None,
         selected_next: None,
-        error: Some(CallbackError {
-            code: Some(reason.error_code()),
-            message,
-            retryable,
-            reason: Some(reason),
-            details: None,
-        }),
+        error: Some(error),
     }
+}
+
+/// A failure callback for a reason the host decided (the module could not
+/// be fetched or loaded, the runner failed).
+fn failure(reason: FailureReason, message: String, retryable: bool) -> Callback {
+    failure_callback(CallbackError {
+        code: Some(reason.error_code()),
+        message,
+        retryable,
+        reason: Some(reason),
+        details: None,
+    })
 }
 
 /// The loaded task for a dispatch, fetching and compiling it the first
@@ -421,16 +429,13 @@ async fn execute(
                 selected_next: success.run_next,
                 error: None,
             },
-            Err(failed) => Callback {
-                error: Some(CallbackError {
-                    message: failed.message,
-                    code: failed.code,
-                    retryable: failed.retryable,
-                    reason: Some(failed.reason),
-                    details: failed.details,
-                }),
-                ..failure(failed.reason, String::new(), false)
-            },
+            Err(failed) => failure_callback(CallbackError {
+                message: failed.message,
+                code: failed.code,
+                retryable: failed.retryable,
+                reason: Some(failed.reason),
+                details: failed.details,
+            }),
         },
         Err(error) => failure(
             FailureReason::DispatchFailed,
