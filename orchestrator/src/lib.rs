@@ -79,6 +79,7 @@ pub fn app_state(pool: sqlx::PgPool, config: Config) -> api::AppState {
         pool,
         config: Arc::new(config),
         wake_scheduler: Arc::new(Notify::new()),
+        started_at: chrono::Utc::now(),
     }
 }
 

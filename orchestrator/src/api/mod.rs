@@ -9,6 +9,7 @@ mod register;
 mod runs_view;
 mod services;
 pub use services::HOST_PING_INTERVAL_MS;
+mod tick;
 mod workers;
 
 use std::sync::Arc;
@@ -32,6 +33,9 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Wakes the scheduler when capacity appears (a host registers).
     pub wake_scheduler: Arc<Notify>,
+    /// When this orchestrator started; heartbeats older than this count
+    /// from then, so hosts get time to reach it after a restart.
+    pub started_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// The whole API.
@@ -42,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .merge(services::router())
         .merge(queue::router())
         .merge(workers::router())
+        .merge(tick::router())
         .with_state(state)
         .layer(tower_http::trace::TraceLayer::new_for_http())
 }

@@ -54,9 +54,9 @@ impl Scheduler {
             .build()
             .unwrap_or_default();
         Self {
+            watching_since: state.started_at,
             state,
             http,
-            watching_since: Utc::now(),
         }
     }
 

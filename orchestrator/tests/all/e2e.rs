@@ -146,3 +146,34 @@ async fn a_worker_killed_mid_run_is_replaced_and_the_run_retried_after_the_heart
     assert_eq!(worker_stats(&second).await?["executions"][&run_id], 1);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_serverless_mode_runs_wait_for_a_tick() -> Result<()> {
+    let orchestrator = TestOrchestrator::start(Mode::Serverless).await?;
+    let _worker = python_worker(&orchestrator.url, &[]);
+    let run_id = orchestrator
+        .enqueue("greet", json!({ "name": "Tick" }))
+        .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, run) = orchestrator
+        .get(&format!("/api/task-runs/{run_id}"))
+        .await?;
+    assert_eq!(
+        run["status"], "queued",
+        "nothing runs without a tick: {run}"
+    );
+
+    let (status, tick) = orchestrator.post("/api/tick", &json!({})).await?;
+    assert_eq!(status, 200, "{tick}");
+    assert_eq!(
+        (tick["claimed"].clone(), tick["dispatched"].clone()),
+        (json!(1), json!(1)),
+        "{tick}"
+    );
+    let run = orchestrator.wait_final(&run_id, PATIENCE).await?;
+    assert_eq!(run["output"], json!({ "greeting": "Hello, Tick!" }));
+
+    let (_, idle) = orchestrator.post("/api/tick", &json!({})).await?;
+    assert_eq!(idle["claimed"], 0, "{idle}");
+    Ok(())
+}

@@ -1,0 +1,44 @@
+//! `POST /api/tick`: one bounded round of the scheduler's work — fail
+//! overdue attempts, then claim and dispatch what is due — for serverless
+//! mode, where a cron job calls it instead of a background loop. It works
+//! in standalone mode too. Several ticks at once are safe: claims skip each
+//! other's rows.
+
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use crate::scheduler::{self, Scheduler};
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new().route("/api/tick", post(tick))
+}
+
+async fn tick(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let started = Instant::now();
+    let scheduler = Scheduler::new(state);
+    let failed_overdue = scheduler::watch_round(&scheduler, chrono::Utc::now()).await?;
+    let round = scheduler::dispatch_round(&scheduler).await?;
+    let claimed = round.claimed;
+    let report = round.finish().await;
+    let duration_ms = started.elapsed().as_millis();
+    tracing::info!(
+        claimed,
+        dispatched = report.dispatched,
+        failed_overdue,
+        duration_ms,
+        "tick"
+    );
+    Ok(Json(json!({
+        "claimed": claimed,
+        "dispatched": report.dispatched,
+        "dispatchFailed": report.failed,
+        "overdueFailed": failed_overdue,
+        "durationMs": duration_ms,
+    })))
+}
