@@ -30,7 +30,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use pipeweave_protocol::wire::{
-    Callback, CallbackError, CallbackStatus, Dispatch, Heartbeat, HeartbeatResponse,
+    AttemptError, Callback, CallbackStatus, Dispatch, Heartbeat, HeartbeatResponse,
     HostRegistration, HostRegistrationResponse, ResultRef,
 };
 use pipeweave_protocol::{CodeHash, FailureReason};
@@ -285,7 +285,7 @@ async fn heartbeat_loop(
 }
 
 /// A failure callback carrying `error`.
-fn failure_callback(error: CallbackError) -> Callback {
+fn failure_callback(error: AttemptError) -> Callback {
     Callback {
         status: CallbackStatus::Failure,
         attempt: None,
@@ -300,12 +300,9 @@ fn failure_callback(error: CallbackError) -> Callback {
 /// A failure callback for a reason the host decided (the module could not
 /// be fetched or loaded, the runner failed).
 fn failure(reason: FailureReason, message: String, retryable: bool) -> Callback {
-    failure_callback(CallbackError {
-        code: Some(reason.error_code()),
-        message,
+    failure_callback(AttemptError {
         retryable,
-        reason: Some(reason),
-        details: None,
+        ..AttemptError::decided(reason, message)
     })
 }
 
@@ -429,7 +426,7 @@ async fn execute(
                 selected_next: success.run_next,
                 error: None,
             },
-            Err(failed) => failure_callback(CallbackError {
+            Err(failed) => failure_callback(AttemptError {
                 message: failed.message,
                 code: failed.code,
                 retryable: failed.retryable,

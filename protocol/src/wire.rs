@@ -226,10 +226,12 @@ pub enum CallbackStatus {
     Failure,
 }
 
-/// Why an attempt failed, in a [`Callback`].
+/// Why an attempt failed: in a failure [`Callback`], and as the
+/// orchestrator records it on the attempt (its `code` is what later
+/// attempts see as `previousAttempts[].errorCode`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct CallbackError {
+pub struct AttemptError {
     /// What went wrong.
     pub message: String,
     /// The error code the next attempt sees (`TIMEOUT`, `RATE_LIMITED`, …).
@@ -248,6 +250,22 @@ pub struct CallbackError {
 
 fn default_retryable() -> bool {
     true
+}
+
+impl AttemptError {
+    /// A failure the orchestrator or a host decided rather than the task (a
+    /// timeout, a lost heartbeat, a refused dispatch): its code is the
+    /// reason in upper case, and whether it is retryable follows the
+    /// reason.
+    pub fn decided(reason: FailureReason, message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            code: Some(reason.error_code()),
+            retryable: reason.host_retryable(),
+            reason: Some(reason),
+            details: None,
+        }
+    }
 }
 
 /// `POST /api/callback/{runId}`: the attempt's result, metadata only.
@@ -276,7 +294,7 @@ pub struct Callback {
     pub selected_next: Option<Vec<String>>,
     /// Why the attempt failed, when `status` is `failure`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<CallbackError>,
+    pub error: Option<AttemptError>,
 }
 
 /// The answer to a callback: what became of the run.

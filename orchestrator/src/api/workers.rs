@@ -17,7 +17,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::json::ApiJson;
 use crate::RunId;
-use crate::queue::{self, AttemptError, AttemptRef};
+use crate::queue::{self, AttemptRef};
 use crate::storage::{self, RunState};
 
 pub(super) fn router() -> Router<AppState> {
@@ -172,19 +172,14 @@ async fn callback(
             RunState::Succeeded
         }
         CallbackStatus::Failure => {
-            let reported = callback.error.ok_or_else(|| {
+            let mut error = callback.error.ok_or_else(|| {
                 ApiError::invalid(
                     "error",
                     "is missing; a failure callback says what went wrong",
                 )
             })?;
-            let error = AttemptError {
-                message: reported.message,
-                code: reported.code,
-                retryable: reported.retryable,
-                reason: reported.reason.unwrap_or(FailureReason::TaskError),
-                details: reported.details,
-            };
+            // A plain worker's failure is the task's own error.
+            error.reason.get_or_insert(FailureReason::TaskError);
             let reference = AttemptRef {
                 run_id: run_id.0,
                 attempt,

@@ -6,53 +6,13 @@ pub mod notify;
 pub mod retry;
 
 use chrono::{DateTime, Utc};
-use pipeweave_protocol::{FailureReason, TaskDescriptor};
-use serde_json::{Value, json};
+use pipeweave_protocol::TaskDescriptor;
+use pipeweave_protocol::wire::AttemptError;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::storage::{self, RunState};
 use retry::{AfterFailure, RetryPolicy};
-
-/// Why an attempt failed, as recorded on the attempt and shown to the next
-/// one in `previousAttempts`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AttemptError {
-    /// What went wrong.
-    pub message: String,
-    /// The error code the next attempt sees.
-    pub code: Option<String>,
-    /// Whether another attempt may help.
-    pub retryable: bool,
-    /// The named reason.
-    pub reason: FailureReason,
-    /// Extra detail from the task.
-    pub details: Option<Value>,
-}
-
-impl AttemptError {
-    /// A failure the orchestrator itself decided (a lost heartbeat, a
-    /// timeout, a refused dispatch): its code is the reason in upper case.
-    pub fn decided(reason: FailureReason, message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            code: Some(reason.error_code()),
-            retryable: reason.host_retryable(),
-            reason,
-            details: None,
-        }
-    }
-
-    fn to_json(&self) -> Value {
-        json!({
-            "message": self.message,
-            "code": self.code,
-            "retryable": self.retryable,
-            "reason": self.reason,
-            "details": self.details,
-        })
-    }
-}
 
 /// Which attempt a message is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,15 +64,18 @@ pub async fn fail_attempt(
             }
             AfterFailure::Dead => (RunState::Dead, None),
         };
-    let recorded =
-        storage::runs::fail(&mut tx, &running, &error.to_json(), next, retry_at, now).await?;
+    let error_json = serde_json::to_value(error).map_err(|source| crate::Error::Corrupt {
+        what: "attempt error",
+        source,
+    })?;
+    let recorded = storage::runs::fail(&mut tx, &running, &error_json, next, retry_at, now).await?;
     tx.commit().await?;
     if recorded {
         tracing::info!(
             run_id = %crate::RunId(attempt.run_id),
             task_id = %running.task_id,
             attempt = running.attempt,
-            reason = %error.reason,
+            reason = %error.reason.unwrap_or(pipeweave_protocol::FailureReason::TaskError),
             next = next.as_str(),
             "attempt failed: {}",
             error.message

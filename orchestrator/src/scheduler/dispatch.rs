@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::Utc;
+use pipeweave_protocol::wire::AttemptError;
 use pipeweave_protocol::wire::Dispatch;
 use pipeweave_protocol::{FailureReason, PreviousAttempt};
 use tokio::task::JoinHandle;
@@ -16,7 +17,7 @@ use uuid::Uuid;
 
 use super::Scheduler;
 use crate::RunId;
-use crate::queue::{self, AttemptError, AttemptRef};
+use crate::queue::{self, AttemptRef};
 use crate::storage;
 
 /// How long a target has to accept a dispatch.

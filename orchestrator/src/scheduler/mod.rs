@@ -18,9 +18,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use pipeweave_protocol::FailureReason;
+use pipeweave_protocol::wire::AttemptError;
 
 use crate::api::AppState;
-use crate::queue::{self, AttemptError, AttemptRef};
+use crate::queue::{self, AttemptRef};
 use crate::shutdown::Shutdown;
 use crate::storage;
 

@@ -7,9 +7,10 @@ use std::collections::HashSet;
 use anyhow::Result;
 use chrono::{Duration, SubsecRound as _, Utc};
 use pipeweave_orchestrator::config::Mode;
-use pipeweave_orchestrator::queue::{self, AttemptError, AttemptRef};
+use pipeweave_orchestrator::queue::{self, AttemptRef};
 use pipeweave_orchestrator::storage::{self, RunState};
 use pipeweave_protocol::FailureReason;
+use pipeweave_protocol::wire::AttemptError;
 use serde_json::json;
 
 use crate::TestOrchestrator;
@@ -232,7 +233,7 @@ async fn a_fatal_error_ends_the_run_without_retries() -> Result<()> {
         message: "bad input".into(),
         code: Some("BAD_INPUT".into()),
         retryable: false,
-        reason: FailureReason::TaskError,
+        reason: Some(FailureReason::TaskError),
         details: None,
     };
     assert_eq!(
