@@ -138,9 +138,17 @@ async fn a_worker_killed_mid_run_is_replaced_and_the_run_retried_after_the_heart
     let second = python_worker(&orchestrator.url, &[]);
     let run = orchestrator.wait_final(&run_id, PATIENCE).await?;
     assert_eq!(run["status"], "succeeded", "{run}");
-    assert_eq!(run["attempt"], 2);
     assert_eq!(
         run["attempts"][0]["error"]["reason"], "heartbeat_timeout",
+        "{run}"
+    );
+    // A dispatch may have hit the dead worker before the new one
+    // registered; the service then gets no dispatches until it registers
+    // again, so that costs one attempt, not all of them.
+    assert!(
+        run["attempt"]
+            .as_i64()
+            .is_some_and(|a| (2..=3).contains(&a)),
         "{run}"
     );
     assert_eq!(worker_stats(&second).await?["executions"][&run_id], 1);
