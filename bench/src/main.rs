@@ -3,16 +3,27 @@
 //! `cargo run --release -p pipeweave-bench -- sandbox` measures what one
 //! attempt costs the host: instantiate a no-op task in a fresh store with a
 //! fresh sandbox directory, call it, classify the result and drop
-//! everything. Each figure is the median of several rounds with min and
-//! max, because the machines this runs on are shared and noisy. Results are
-//! printed as a table and appended as JSON lines to
-//! `bench/results.jsonl` with the date, machine, load and commit.
+//! everything.
+//!
+//! `cargo run --release -p pipeweave-bench -- queue` measures the queue on
+//! a private PostgreSQL with its durability defaults: claim + complete
+//! throughput of no-op runs next to pgbench running the same SQL, and idle
+//! enqueue-to-start latency through the whole orchestrator (see `queue`).
+//!
+//! Each figure is the median of several rounds with min and max, because
+//! the machines this runs on are shared and noisy. Results are printed as
+//! a table and appended as JSON lines to `bench/results.jsonl` with the
+//! date, machine, load and commit.
 //!
 //! # Layout
 //!
-//! - `main`: arguments, scenarios, the results file.
+//! - `main`: arguments, the sandbox scenario, the results file.
+//! - `queue`: the queue scenario.
+//! - `pgbench`: the pgbench script built from the orchestrator's SQL.
 //! - `stats`: medians, percentiles, the machine description.
 
+mod pgbench;
+mod queue;
 mod stats;
 
 use std::path::PathBuf;
@@ -58,21 +69,87 @@ enum Scenario {
         #[arg(long, default_value_t = 16)]
         concurrency: usize,
     },
-    /// Every scenario.
+    /// Claim + complete throughput of no-op runs next to pgbench running
+    /// the same SQL on the same cluster, and idle enqueue-to-start latency
+    /// through the orchestrator.
+    Queue {
+        /// Runs enqueued and drained per throughput round (rounded up to a
+        /// multiple of batch × clients).
+        #[arg(long, default_value_t = 100_000)]
+        runs: usize,
+        /// Runs per claim statement (PipeWeave and pgbench).
+        #[arg(long, default_value_t = 100)]
+        batch: i64,
+        /// Concurrent claim + complete loops, and pgbench clients.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Runs per latency round, enqueued one at a time.
+        #[arg(long, default_value_t = 1_000)]
+        latency_runs: usize,
+        /// Pause between latency runs, in milliseconds, so the queue is idle.
+        #[arg(long, default_value_t = 5)]
+        pause_ms: u64,
+        /// Also drain once with auto_explain on and print the plans the
+        /// claim and succeed statements use midway (not a measurement).
+        #[arg(long)]
+        explain: bool,
+        /// A server setting, `name=value`, for every database of the run
+        /// (`ALTER DATABASE … SET`); repeatable. For trying a change, e.g.
+        /// `--db-setting plan_cache_mode=force_custom_plan`.
+        #[arg(long = "db-setting", value_name = "NAME=VALUE")]
+        db_settings: Vec<String>,
+    },
+    /// Every scenario, with default settings.
     All,
+}
+
+fn queue_defaults() -> queue::Settings {
+    queue::Settings {
+        runs: 100_000,
+        batch: 100,
+        clients: 8,
+        latency_runs: 1_000,
+        pause: Duration::from_millis(5),
+        explain: false,
+        db_settings: Vec::new(),
+    }
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let (runs, throughput_runs, concurrency) = match args.scenario {
+    let rounds = args.rounds.max(1);
+    let rows = match args.scenario {
         Scenario::Sandbox {
             runs,
             throughput_runs,
             concurrency,
-        } => (runs, throughput_runs, concurrency),
-        Scenario::All => (20_000, 100_000, 16),
+        } => sandbox(rounds, runs, throughput_runs, concurrency)?,
+        Scenario::Queue {
+            runs,
+            batch,
+            clients,
+            latency_runs,
+            pause_ms,
+            explain,
+            db_settings,
+        } => queue::queue(
+            rounds,
+            &queue::Settings {
+                runs,
+                batch,
+                clients,
+                latency_runs,
+                pause: Duration::from_millis(pause_ms),
+                explain,
+                db_settings,
+            },
+        )?,
+        Scenario::All => {
+            // The sandbox rows are kept even if the queue scenario fails.
+            append_results(&args.results, &sandbox(rounds, 20_000, 100_000, 16)?)?;
+            queue::queue(rounds, &queue_defaults())?
+        }
     };
-    let rows = sandbox(args.rounds.max(1), runs, throughput_runs, concurrency)?;
     append_results(&args.results, &rows)?;
     println!("\nraw rows appended to {}", args.results.display());
     Ok(())

@@ -1,0 +1,888 @@
+//! The queue scenario: claim + complete throughput of no-op runs, next to
+//! pgbench running the same claim and succeed SQL on the same cluster, and
+//! idle enqueue-to-start latency through the whole orchestrator.
+//!
+//! Everything runs against one private PostgreSQL cluster with its
+//! durability defaults (`fsync`, `synchronous_commit`, `full_page_writes`
+//! on), started for the run.
+//!
+//! - **Throughput**, each round: a fresh database is migrated, the task
+//!   `noop` registered and `runs` no-op runs enqueued in bulk
+//!   (`storage::runs::enqueue`, 10,000 per statement; timed and reported
+//!   on its own). After `VACUUM ANALYZE` and a `CHECKPOINT`, `clients`
+//!   tokio tasks sharing one pool loop `storage::runs::claim` (batch
+//!   `batch`) then `storage::runs::succeed` of everything claimed, until
+//!   the queue is empty: the functions the scheduler and the callback
+//!   use. Throughput is runs / elapsed. Then the same again on another
+//!   fresh database with pgbench (`crate::pgbench`), `clients` clients
+//!   running `runs / (batch × clients)` transactions each, so both drain
+//!   the same queue. The order of the two alternates between rounds.
+//! - **Latency**, each round: an orchestrator in this process (standalone,
+//!   poll interval 1 s, so wake-ups come from LISTEN/NOTIFY) dispatches to
+//!   a plain HTTP worker in this process, which notes the instant each
+//!   dispatch arrives, answers 202 and sends the success callback. One run
+//!   at a time: `POST /api/queue/task`, wait for the dispatch and the
+//!   callback, pause, next. Latency is from sending the enqueue request to
+//!   the dispatch arriving at the worker.
+//!
+//! `--explain` drains once more, unmeasured, with `auto_explain` on and
+//! prints the plans the prepared statements use midway through a drain.
+//! `--db-setting name=value` sets a server setting on every database of the
+//! run, to try a change (say `plan_cache_mode`) without editing code.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::Utc;
+use pipeweave_orchestrator::config::LogLevel;
+use pipeweave_orchestrator::embedded_postgres::{EmbeddedPostgres, Options};
+use pipeweave_orchestrator::storage::{self, Runtime, runs};
+use pipeweave_orchestrator::{Config, Mode, Shutdown};
+use pipeweave_protocol::TaskDescriptor;
+use pipeweave_protocol::wire::Dispatch;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::pgbench;
+use crate::stats::{Spread, machine, percentile};
+
+/// The task every run belongs to.
+const TASK: &str = "noop";
+/// Runs per enqueue statement.
+const ENQUEUE_CHUNK: usize = 10_000;
+/// Latency runs before the first measured one.
+const LATENCY_WARMUP: usize = 200;
+
+/// The scenario's settings.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    /// Runs enqueued and drained per throughput round (rounded up to a
+    /// multiple of `batch × clients`).
+    pub(crate) runs: usize,
+    /// Runs per claim.
+    pub(crate) batch: i64,
+    /// Concurrent claim + complete loops, and pgbench clients.
+    pub(crate) clients: usize,
+    /// Runs per latency round.
+    pub(crate) latency_runs: usize,
+    /// Pause between latency runs, so the queue is idle.
+    pub(crate) pause: Duration,
+    /// After the throughput rounds, drain once more with `auto_explain`
+    /// on and print the plans of the claim and succeed statements.
+    pub(crate) explain: bool,
+    /// `name=value` server settings for every database of the run
+    /// (`ALTER DATABASE … SET`), to try a change without editing code.
+    pub(crate) db_settings: Vec<String>,
+}
+
+/// Checks `name=value` settings and turns them into `name = 'value'`.
+fn parse_db_settings(settings: &[String]) -> anyhow::Result<Vec<String>> {
+    settings
+        .iter()
+        .map(|setting| {
+            let (name, value) = setting
+                .split_once('=')
+                .with_context(|| format!("--db-setting {setting:?} is not name=value"))?;
+            let name = name.trim();
+            ensure!(
+                !name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.'),
+                "--db-setting {setting:?}: {name:?} is not a setting name"
+            );
+            Ok(format!("{name} = '{}'", value.trim().replace('\'', "''")))
+        })
+        .collect()
+}
+
+/// One throughput round.
+#[derive(Debug, Clone, Copy)]
+struct Drained {
+    /// PipeWeave's claim + complete, runs/s.
+    pipeweave: f64,
+    /// pgbench with the same SQL, runs/s.
+    pgbench: f64,
+    /// Bulk enqueue, runs/s (both databases' enqueues).
+    enqueue: f64,
+    /// PipeWeave: average claim statement, ms.
+    claim_ms: f64,
+    /// PipeWeave: average succeed statement, ms.
+    succeed_ms: f64,
+    /// pgbench: average claim statement, ms.
+    pgbench_claim_ms: f64,
+    /// pgbench: average succeed statement, ms.
+    pgbench_succeed_ms: f64,
+}
+
+/// One latency round.
+#[derive(Debug, Clone, Copy)]
+struct Latency {
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+    /// Until the enqueue request's answer, p50.
+    answered_p50: Duration,
+}
+
+/// The queue scenario: returns the raw rows.
+pub(crate) fn queue(rounds: usize, settings: &Settings) -> anyhow::Result<Vec<Value>> {
+    ensure!(settings.batch > 0, "--batch must be at least 1");
+    ensure!(settings.clients > 0, "--clients must be at least 1");
+    // The only TLS provider compiled in; reqwest needs one installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let per_round = settings.batch.unsigned_abs() as usize * settings.clients;
+    let settings = Settings {
+        runs: settings.runs.max(1).div_ceil(per_round) * per_round,
+        db_settings: parse_db_settings(&settings.db_settings)?,
+        ..settings.clone()
+    };
+    eprintln!("starting a private PostgreSQL with its durability defaults…");
+    let cluster = EmbeddedPostgres::start(&Options {
+        durable: true,
+        max_connections: 100,
+        parent_dir: None,
+    })?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores)
+        .enable_all()
+        .build()?;
+    let measured = runtime.block_on(measure(&cluster, rounds, &settings));
+    drop(runtime);
+    cluster.stop();
+    let (server_version, drained, latencies) = measured?;
+    print_table(
+        rounds,
+        &settings,
+        cores,
+        &server_version,
+        &drained,
+        &latencies,
+    );
+
+    let base = machine();
+    let mut rows = Vec::new();
+    for (i, (d, l)) in drained.iter().zip(&latencies).enumerate() {
+        let mut row = base.clone();
+        row["scenario"] = json!("queue");
+        row["round"] = json!(i + 1);
+        row["config"] = json!({
+            "runs": settings.runs,
+            "batch": settings.batch,
+            "clients": settings.clients,
+            "threads": cores,
+            "latencyRuns": settings.latency_runs,
+            "pauseMs": millis(settings.pause),
+            "postgres": server_version,
+            "durable": true,
+            "dbSettings": settings.db_settings,
+        });
+        row["claimCompleteRunsPerSec"] = json!(d.pipeweave);
+        row["pgbenchRunsPerSec"] = json!(d.pgbench);
+        row["ratioToPgbench"] = json!(d.pipeweave / d.pgbench);
+        row["enqueueRunsPerSec"] = json!(d.enqueue);
+        row["claimMs"] = json!(d.claim_ms);
+        row["succeedMs"] = json!(d.succeed_ms);
+        row["pgbenchClaimMs"] = json!(d.pgbench_claim_ms);
+        row["pgbenchSucceedMs"] = json!(d.pgbench_succeed_ms);
+        row["latencyP50Ms"] = json!(millis(l.p50));
+        row["latencyP99Ms"] = json!(millis(l.p99));
+        row["latencyMaxMs"] = json!(millis(l.max));
+        row["enqueueAnsweredP50Ms"] = json!(millis(l.answered_p50));
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+async fn measure(
+    cluster: &EmbeddedPostgres,
+    rounds: usize,
+    settings: &Settings,
+) -> anyhow::Result<(String, Vec<Drained>, Vec<Latency>)> {
+    let admin = PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&cluster.url("postgres"))
+        .await
+        .context("cannot connect to the private cluster")?;
+    let server_version: String = sqlx::query_scalar("show server_version")
+        .fetch_one(&admin)
+        .await?;
+    let script = pgbench::write_script(&pgbench::script(settings.batch)?)?;
+    let mut drained = Vec::new();
+    for round in 0..rounds {
+        let result = throughput_round(cluster, &admin, &script, settings, round).await;
+        let d = match result {
+            Ok(d) => d,
+            Err(error) => {
+                let _ = std::fs::remove_file(&script);
+                return Err(error);
+            }
+        };
+        eprintln!(
+            "throughput round {}: PipeWeave {:.0} runs/s, pgbench {:.0} runs/s, ratio {:.2}; \
+             enqueue {:.0} runs/s; claim/succeed avg {:.2}/{:.2} ms (pgbench {:.2}/{:.2} ms)",
+            round + 1,
+            d.pipeweave,
+            d.pgbench,
+            d.pipeweave / d.pgbench,
+            d.enqueue,
+            d.claim_ms,
+            d.succeed_ms,
+            d.pgbench_claim_ms,
+            d.pgbench_succeed_ms,
+        );
+        drained.push(d);
+    }
+    let _ = std::fs::remove_file(&script);
+    if settings.explain {
+        explain(cluster, &admin, settings).await?;
+    }
+    let latencies = latency_rounds(cluster, &admin, rounds, settings).await?;
+    admin.close().await;
+    Ok((server_version, drained, latencies))
+}
+
+/// Drops and creates database `name`, migrates it and registers `noop`.
+async fn fresh_database(
+    cluster: &EmbeddedPostgres,
+    admin: &PgPool,
+    name: &str,
+    connections: u32,
+    db_settings: &[String],
+) -> anyhow::Result<PgPool> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "drop database if exists {name} with (force)"
+    )))
+    .execute(admin)
+    .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
+        .execute(admin)
+        .await?;
+    for setting in db_settings {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "alter database {name} set {setting}"
+        )))
+        .execute(admin)
+        .await
+        .with_context(|| format!("cannot set {setting}"))?;
+    }
+    let pool = PgPoolOptions::new()
+        .max_connections(connections)
+        .min_connections(connections)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect(&cluster.url(name))
+        .await?;
+    storage::migrate(&pool).await?;
+    let now = Utc::now();
+    let mut conn = pool.acquire().await?;
+    storage::services::upsert(
+        &mut conn,
+        "bench",
+        "1",
+        Runtime::Http,
+        Some("http://127.0.0.1:9"),
+        None,
+        now,
+    )
+    .await?;
+    storage::tasks::upsert(
+        &mut conn,
+        &storage::tasks::Upsert {
+            id: TASK,
+            service_id: "bench",
+            code_hash: "n1",
+            code_version: 1,
+            descriptor: serde_json::to_value(TaskDescriptor::new(TASK))?,
+            priority: 100,
+            concurrency: 0,
+            timeout_ms: 300_000,
+            heartbeat_interval_ms: 60_000,
+        },
+        now,
+    )
+    .await?;
+    Ok(pool)
+}
+
+async fn drop_database(admin: &PgPool, pool: PgPool, name: &str) -> anyhow::Result<()> {
+    pool.close().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "drop database if exists {name} with (force)"
+    )))
+    .execute(admin)
+    .await?;
+    Ok(())
+}
+
+/// Enqueues `n` no-op runs in bulk; returns the time it took.
+async fn enqueue(pool: &PgPool, n: usize) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let mut left = n;
+    let mut conn = pool.acquire().await?;
+    while left > 0 {
+        let now = Utc::now();
+        let chunk: Vec<runs::NewRun> = (0..left.min(ENQUEUE_CHUNK))
+            .map(|_| runs::NewRun {
+                id: Uuid::now_v7(),
+                task_id: TASK.to_owned(),
+                priority: 100,
+                scheduled_at: now,
+                input: json!({}),
+                metadata: None,
+            })
+            .collect();
+        runs::enqueue(&mut conn, &chunk, now).await?;
+        left -= chunk.len();
+    }
+    Ok(started.elapsed())
+}
+
+/// `VACUUM ANALYZE` and `CHECKPOINT`, so every drain starts alike.
+async fn settle(pool: &PgPool) -> anyhow::Result<()> {
+    sqlx::query("vacuum analyze").execute(pool).await?;
+    sqlx::query("checkpoint").execute(pool).await?;
+    Ok(())
+}
+
+async fn succeeded(pool: &PgPool) -> anyhow::Result<i64> {
+    Ok(
+        sqlx::query_scalar("select count(*) from runs where state = 'succeeded'")
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+/// What the claim + complete loops did.
+#[derive(Debug, Clone, Copy, Default)]
+struct Loops {
+    runs: u64,
+    claims: u64,
+    claim_time: Duration,
+    succeeds: u64,
+    succeed_time: Duration,
+}
+
+/// `clients` loops of claim `batch` → succeed all, until the queue is
+/// empty.
+async fn drain(pool: &PgPool, clients: usize, batch: i64) -> anyhow::Result<(Loops, Duration)> {
+    let started = Instant::now();
+    let mut loops = tokio::task::JoinSet::new();
+    for client in 0..clients {
+        let pool = pool.clone();
+        loops.spawn(async move {
+            let task_ids = vec![TASK.to_owned()];
+            let target = format!("bench-{client}");
+            let result = json!({ "output": {} });
+            let mut done = Loops::default();
+            loop {
+                let t = Instant::now();
+                let claimed = runs::claim(&pool, &task_ids, batch, Utc::now(), &target).await?;
+                done.claim_time += t.elapsed();
+                done.claims += 1;
+                if claimed.is_empty() {
+                    break;
+                }
+                let successes: Vec<runs::Success> = claimed
+                    .iter()
+                    .map(|run| runs::Success {
+                        run_id: run.id,
+                        attempt: run.attempt,
+                        attempt_token: run.attempt_token,
+                        result: result.clone(),
+                    })
+                    .collect();
+                let t = Instant::now();
+                let finished = runs::succeed(&pool, &successes, Utc::now()).await?;
+                done.succeed_time += t.elapsed();
+                done.succeeds += 1;
+                ensure!(
+                    finished.len() == claimed.len(),
+                    "{} of {} claimed runs succeeded",
+                    finished.len(),
+                    claimed.len()
+                );
+                done.runs += finished.len() as u64;
+            }
+            anyhow::Ok(done)
+        });
+    }
+    let mut total = Loops::default();
+    while let Some(joined) = loops.join_next().await {
+        let done = joined??;
+        total.runs += done.runs;
+        total.claims += done.claims;
+        total.claim_time += done.claim_time;
+        total.succeeds += done.succeeds;
+        total.succeed_time += done.succeed_time;
+    }
+    Ok((total, started.elapsed()))
+}
+
+fn average_ms(total: Duration, n: u64) -> f64 {
+    if n == 0 {
+        0.0
+    } else {
+        millis(total) / n as f64
+    }
+}
+
+async fn throughput_round(
+    cluster: &EmbeddedPostgres,
+    admin: &PgPool,
+    script: &Path,
+    settings: &Settings,
+    round: usize,
+) -> anyhow::Result<Drained> {
+    let connections = u32::try_from(settings.clients)?;
+    let n = settings.runs;
+    let mut enqueue_time = Duration::ZERO;
+    let mut result = Drained {
+        pipeweave: 0.0,
+        pgbench: 0.0,
+        enqueue: 0.0,
+        claim_ms: 0.0,
+        succeed_ms: 0.0,
+        pgbench_claim_ms: 0.0,
+        pgbench_succeed_ms: 0.0,
+    };
+    // Alternate which goes first, so a drift in the machine's load does
+    // not always favour the same side.
+    let pgbench_first = round % 2 == 1;
+    for side in 0..2 {
+        if (side == 0) != pgbench_first {
+            let name = format!("bench_pipeweave_{}", round + 1);
+            let pool =
+                fresh_database(cluster, admin, &name, connections, &settings.db_settings).await?;
+            enqueue_time += enqueue(&pool, n).await?;
+            settle(&pool).await?;
+            let (loops, elapsed) = drain(&pool, settings.clients, settings.batch).await?;
+            let count = succeeded(&pool).await?;
+            ensure!(
+                loops.runs == n as u64 && count == n as i64,
+                "PipeWeave drained {} runs ({count} succeeded) of {n}",
+                loops.runs
+            );
+            result.pipeweave = n as f64 / elapsed.as_secs_f64();
+            result.claim_ms = average_ms(loops.claim_time, loops.claims);
+            result.succeed_ms = average_ms(loops.succeed_time, loops.succeeds);
+            drop_database(admin, pool, &name).await?;
+        } else {
+            let name = format!("bench_pgbench_{}", round + 1);
+            let pool = fresh_database(cluster, admin, &name, 2, &settings.db_settings).await?;
+            enqueue_time += enqueue(&pool, n).await?;
+            settle(&pool).await?;
+            let transactions =
+                (n / (settings.batch.unsigned_abs() as usize * settings.clients)) as u64;
+            let run = pgbench::Run {
+                bindir: cluster.bindir(),
+                port: cluster.port(),
+                database: &name,
+                script,
+                clients: settings.clients,
+                transactions,
+            };
+            let outcome = tokio::task::block_in_place(|| pgbench::run(&run))?;
+            let count = succeeded(&pool).await?;
+            if count != n as i64 {
+                bail!(
+                    "pgbench completed {count} runs of {n}; its report:\n{}",
+                    outcome.report
+                );
+            }
+            result.pgbench = count as f64 / outcome.seconds();
+            result.pgbench_claim_ms = outcome.statement_ms.first().copied().unwrap_or(0.0);
+            result.pgbench_succeed_ms = outcome.statement_ms.get(1).copied().unwrap_or(0.0);
+            drop_database(admin, pool, &name).await?;
+        }
+    }
+    result.enqueue = 2.0 * n as f64 / enqueue_time.as_secs_f64();
+    Ok(result)
+}
+
+/// One more PipeWeave drain, unmeasured, with `auto_explain` logging a
+/// sample of the statements with their actual row counts and timings;
+/// prints the last logged plan of the claim and of the succeed statement.
+/// These are the plans the prepared statements really use midway through
+/// a drain, which `EXPLAIN` on a fresh queue does not show.
+async fn explain(
+    cluster: &EmbeddedPostgres,
+    admin: &PgPool,
+    settings: &Settings,
+) -> anyhow::Result<()> {
+    const NAME: &str = "bench_explain";
+    let setup = fresh_database(cluster, admin, NAME, 1, &settings.db_settings).await?;
+    enqueue(&setup, settings.runs).await?;
+    settle(&setup).await?;
+    setup.close().await;
+    for setting in [
+        "session_preload_libraries = 'auto_explain'",
+        "auto_explain.log_min_duration = 0",
+        "auto_explain.log_analyze = on",
+        "auto_explain.log_buffers = on",
+        "auto_explain.log_triggers = on",
+        "auto_explain.sample_rate = 0.02",
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "alter database {NAME} set {setting}"
+        )))
+        .execute(admin)
+        .await?;
+    }
+    let data: String = sqlx::query_scalar("show data_directory")
+        .fetch_one(admin)
+        .await?;
+    // The embedded cluster logs to postgres.log next to its data folder.
+    let log_path = Path::new(&data)
+        .parent()
+        .context("the data directory has no parent")?
+        .join("postgres.log");
+    let skip = std::fs::metadata(&log_path).map_or(0, |m| m.len());
+    let pool = PgPoolOptions::new()
+        .max_connections(u32::try_from(settings.clients)?)
+        .connect(&cluster.url(NAME))
+        .await?;
+    let (loops, elapsed) = drain(&pool, settings.clients, settings.batch).await?;
+    eprintln!(
+        "explain drain (auto_explain on, not a measurement): {} runs in {elapsed:.1?}",
+        loops.runs
+    );
+    drop_database(admin, pool, NAME).await?;
+    let log =
+        std::fs::read(&log_path).with_context(|| format!("cannot read {}", log_path.display()))?;
+    let log = String::from_utf8_lossy(log.get(usize::try_from(skip)?..).unwrap_or_default());
+    // A plan is a `LOG:  duration: … plan:` line and the lines after it
+    // that start with a tab.
+    let mut plans: Vec<String> = Vec::new();
+    for line in log.lines() {
+        if line.contains("LOG:  duration:") && line.ends_with("plan:") {
+            plans.push(format!("{line}\n"));
+        } else if let (Some(plan), true) = (plans.last_mut(), line.starts_with('\t')) {
+            plan.push_str(line);
+            plan.push('\n');
+        }
+    }
+    for (name, marker) in [
+        (
+            "claim (queries/claim.sql)",
+            "with limited as materialized (",
+        ),
+        ("succeed (queries/succeed.sql)", "with reported as ("),
+    ] {
+        let matching: Vec<&String> = plans.iter().filter(|p| p.contains(marker)).collect();
+        println!("\n{name}: {} plans logged; the last one:\n", matching.len());
+        match matching.last() {
+            Some(plan) => println!("{plan}"),
+            None => println!("(none)"),
+        }
+    }
+    Ok(())
+}
+
+/// What the worker saw of one dispatch.
+#[derive(Debug)]
+struct Arrival {
+    run_id: String,
+    at: Instant,
+    /// The callback's status, or why it failed.
+    callback: Result<u16, String>,
+}
+
+#[derive(Debug, Clone)]
+struct Worker {
+    http: reqwest::Client,
+    arrivals: mpsc::UnboundedSender<Arrival>,
+}
+
+/// `POST /tasks/noop`: note the instant, answer 202, call back.
+async fn dispatched(
+    State(worker): State<Worker>,
+    axum::Json(dispatch): axum::Json<Dispatch>,
+) -> StatusCode {
+    let at = Instant::now();
+    tokio::spawn(async move {
+        let body = json!({
+            "status": "success",
+            "attempt": dispatch.attempt,
+            "attemptToken": dispatch.attempt_token,
+            "output": {},
+        });
+        let callback = match worker
+            .http
+            .post(&dispatch.callback_url)
+            .json(&body)
+            .send()
+            .await
+        {
+            Ok(response) => Ok(response.status().as_u16()),
+            Err(error) => Err(error.to_string()),
+        };
+        let _ = worker.arrivals.send(Arrival {
+            run_id: dispatch.run_id,
+            at,
+            callback,
+        });
+    });
+    StatusCode::ACCEPTED
+}
+
+async fn latency_rounds(
+    cluster: &EmbeddedPostgres,
+    admin: &PgPool,
+    rounds: usize,
+    settings: &Settings,
+) -> anyhow::Result<Vec<Latency>> {
+    const NAME: &str = "bench_latency";
+    let setup = fresh_database(cluster, admin, NAME, 1, &settings.db_settings).await?;
+    setup.close().await;
+    let pool = pipeweave_orchestrator::connect(&cluster.url(NAME)).await?;
+
+    // The worker.
+    let (arrivals_tx, mut arrivals) = mpsc::unbounded_channel();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(16)
+        .build()?;
+    let worker = Worker {
+        http: http.clone(),
+        arrivals: arrivals_tx,
+    };
+    let worker_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let worker_address = worker_listener.local_addr()?;
+    let app = axum::Router::new()
+        .route("/tasks/{task_id}", axum::routing::post(dispatched))
+        .with_state(worker);
+    let (trigger, shutdown) = Shutdown::new();
+    let worker_stop = shutdown.clone();
+    let worker_server = tokio::spawn(async move {
+        axum::serve(worker_listener, app)
+            .with_graceful_shutdown(async move { worker_stop.wait().await })
+            .await
+    });
+
+    // The orchestrator.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let api = format!("http://{address}");
+    let config = Config {
+        database_url: cluster.url(NAME),
+        listen: address,
+        public_url: api.clone(),
+        secret_key: [7; 32],
+        mode: Mode::Standalone,
+        max_concurrency: 16,
+        poll_interval: Duration::from_millis(1000),
+        max_body_bytes: 1 << 20,
+        max_module_bytes: 8 << 20,
+        log_level: LogLevel::Minimal,
+    };
+    let state = pipeweave_orchestrator::app_state(pool.clone(), config);
+    let orchestrator = tokio::spawn(pipeweave_orchestrator::serve(
+        listener,
+        state,
+        shutdown.clone(),
+    ));
+
+    let measured = async {
+        let registration = json!({
+            "serviceId": "bench",
+            "baseUrl": format!("http://{worker_address}"),
+            "capacity": 64,
+            "tasks": [{ "id": TASK, "codeHash": "n1" }],
+        });
+        let response = http
+            .post(format!("{api}/api/register"))
+            .json(&registration)
+            .send()
+            .await?;
+        let status = response.status();
+        ensure!(
+            status.is_success(),
+            "registration answered {status}: {}",
+            response.text().await.unwrap_or_default()
+        );
+        // Let the LISTEN connection come up before the first run.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut one = async || -> anyhow::Result<(Duration, Duration)> {
+            let started = Instant::now();
+            let response = http
+                .post(format!("{api}/api/queue/task"))
+                .json(&json!({ "taskId": TASK, "input": {} }))
+                .send()
+                .await?;
+            let answered = started.elapsed();
+            let status = response.status();
+            let body: Value = response.json().await?;
+            ensure!(status == 201, "enqueue answered {status}: {body}");
+            let run_id = body["runId"].as_str().context("no runId in the answer")?;
+            let arrival = tokio::time::timeout(Duration::from_secs(10), arrivals.recv())
+                .await
+                .context("no dispatch within 10 s")?
+                .context("the worker stopped")?;
+            ensure!(
+                arrival.run_id == run_id,
+                "dispatch of {} while waiting for {run_id}",
+                arrival.run_id
+            );
+            match arrival.callback {
+                Ok(200) => {}
+                Ok(status) => bail!("the callback answered {status}"),
+                Err(error) => bail!("the callback failed: {error}"),
+            }
+            tokio::time::sleep(settings.pause).await;
+            Ok((arrival.at.saturating_duration_since(started), answered))
+        };
+        for _ in 0..LATENCY_WARMUP {
+            one().await?;
+        }
+        let mut latencies = Vec::new();
+        for round in 0..rounds {
+            let mut samples = Vec::with_capacity(settings.latency_runs);
+            let mut answered = Vec::with_capacity(settings.latency_runs);
+            for _ in 0..settings.latency_runs {
+                let (sample, answer) = one().await?;
+                samples.push(sample);
+                answered.push(answer);
+            }
+            samples.sort_unstable();
+            answered.sort_unstable();
+            let latency = Latency {
+                p50: percentile(&samples, 0.50),
+                p99: percentile(&samples, 0.99),
+                max: percentile(&samples, 1.0),
+                answered_p50: percentile(&answered, 0.50),
+            };
+            eprintln!(
+                "latency round {}: enqueue-to-start p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms \
+                 (enqueue answered p50 {:.2} ms)",
+                round + 1,
+                millis(latency.p50),
+                millis(latency.p99),
+                millis(latency.max),
+                millis(latency.answered_p50),
+            );
+            latencies.push(latency);
+        }
+        anyhow::Ok(latencies)
+    }
+    .await;
+
+    trigger.trigger();
+    let _ = orchestrator.await;
+    let _ = worker_server.await;
+    pool.close().await;
+    measured
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "**met**" } else { "**not met**" }
+}
+
+fn print_table(
+    rounds: usize,
+    settings: &Settings,
+    cores: usize,
+    server_version: &str,
+    drained: &[Drained],
+    latencies: &[Latency],
+) {
+    let of = |f: fn(&Drained) -> f64| Spread::of(&drained.iter().map(f).collect::<Vec<_>>());
+    let pipeweave = of(|d| d.pipeweave);
+    let pgbench = of(|d| d.pgbench);
+    let ratio = of(|d| d.pipeweave / d.pgbench);
+    let enqueue = of(|d| d.enqueue);
+    let claim = of(|d| d.claim_ms);
+    let succeed = of(|d| d.succeed_ms);
+    let pgbench_claim = of(|d| d.pgbench_claim_ms);
+    let pgbench_succeed = of(|d| d.pgbench_succeed_ms);
+    let ms = |f: fn(&Latency) -> Duration| {
+        Spread::of(&latencies.iter().map(|l| millis(f(l))).collect::<Vec<_>>())
+    };
+    let p50 = ms(|l| l.p50);
+    let p99 = ms(|l| l.p99);
+    let max = ms(|l| l.max);
+    let answered = ms(|l| l.answered_p50);
+
+    println!("\nqueue: claim + complete of no-op runs, and idle enqueue-to-start latency");
+    println!(
+        "{rounds} rounds on PostgreSQL {server_version} (durability defaults), {cores} threads; \
+         throughput rounds drain {} runs in claims of {} with {} clients; \
+         latency rounds of {} runs one at a time, {} ms apart\n",
+        settings.runs,
+        settings.batch,
+        settings.clients,
+        settings.latency_runs,
+        settings.pause.as_millis(),
+    );
+    if !settings.db_settings.is_empty() {
+        println!("database settings: {}\n", settings.db_settings.join(", "));
+    }
+    println!("| figure | median | min | max | target | |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    println!(
+        "| PipeWeave claim + complete (runs/s) | {:.0} | {:.0} | {:.0} | ≥ 40,000 | {} |",
+        pipeweave.median,
+        pipeweave.min,
+        pipeweave.max,
+        verdict(pipeweave.median >= 40_000.0)
+    );
+    println!(
+        "| pgbench, same SQL (runs/s) | {:.0} | {:.0} | {:.0} | | |",
+        pgbench.median, pgbench.min, pgbench.max
+    );
+    println!(
+        "| ratio PipeWeave / pgbench (same round) | {:.2} | {:.2} | {:.2} | ≥ 0.60 | {} |",
+        ratio.median,
+        ratio.min,
+        ratio.max,
+        verdict(ratio.median >= 0.60)
+    );
+    println!(
+        "| idle enqueue-to-start p50 (ms) | {:.2} | {:.2} | {:.2} | ≤ 2 | {} |",
+        p50.median,
+        p50.min,
+        p50.max,
+        verdict(p50.median <= 2.0)
+    );
+    println!(
+        "| idle enqueue-to-start p99 (ms) | {:.2} | {:.2} | {:.2} | ≤ 8 | {} |",
+        p99.median,
+        p99.min,
+        p99.max,
+        verdict(p99.median <= 8.0)
+    );
+    println!(
+        "| idle enqueue-to-start max (ms) | {:.2} | {:.2} | {:.2} | | |",
+        max.median, max.min, max.max
+    );
+    println!(
+        "| enqueue request answered p50 (ms) | {:.2} | {:.2} | {:.2} | | |",
+        answered.median, answered.min, answered.max
+    );
+    println!(
+        "| bulk enqueue, 10,000 per statement (runs/s) | {:.0} | {:.0} | {:.0} | | |",
+        enqueue.median, enqueue.min, enqueue.max
+    );
+    println!(
+        "| PipeWeave claim / succeed statement (ms) | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | | |",
+        claim.median, succeed.median, claim.min, succeed.min, claim.max, succeed.max
+    );
+    println!(
+        "| pgbench claim / succeed statement (ms) | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | | |",
+        pgbench_claim.median,
+        pgbench_succeed.median,
+        pgbench_claim.min,
+        pgbench_succeed.min,
+        pgbench_claim.max,
+        pgbench_succeed.max
+    );
+}
