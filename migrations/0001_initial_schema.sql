@@ -132,7 +132,8 @@ create table runs (
     -- The current attempt (or the last one, once the run has ended); 0
     -- before the first claim.
     attempt integer not null default 0,
-    -- Heartbeats and the callback must present it; a new one per attempt.
+    -- Heartbeats and the callback must present it; a new one per attempt,
+    -- cleared when the attempt ends.
     attempt_token uuid,
     -- The host or service the attempt was handed to.
     target text,
@@ -162,6 +163,7 @@ create table runs (
             and heartbeat_at is not null and deadline_at is not null
             and heartbeat_interval_ms is not null and code_hash is not null)
     ),
+    constraint runs_token_iff_running check ((state = 'running') = (attempt_token is not null)),
     constraint runs_finished_iff_terminal check (
         (state in ('succeeded', 'dead', 'cancelled')) = (finished_at is not null)
     ),
@@ -176,8 +178,9 @@ create index runs_claimable on runs (priority, scheduled_at, id)
 -- Running attempts by target: host capacity and the heartbeat watch.
 create index runs_running on runs (target) where state = 'running';
 
--- Listing a task's runs, newest first.
-create index runs_by_task on runs (task_id, created_at desc);
+-- No index by task or creation time: every index is written on every
+-- state change (none of them can be HOT), and listings walk the primary
+-- key backwards instead (UUID v7 ids are in creation order).
 
 create type attempt_outcome as enum ('succeeded', 'failed', 'cancelled');
 

@@ -329,20 +329,19 @@ async fn drop_database(admin: &PgPool, pool: PgPool, name: &str) -> anyhow::Resu
 async fn enqueue(pool: &PgPool, n: usize) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let mut left = n;
-    let mut conn = pool.acquire().await?;
     while left > 0 {
         let now = Utc::now();
         let chunk: Vec<runs::NewRun> = (0..left.min(ENQUEUE_CHUNK))
             .map(|_| runs::NewRun {
                 id: Uuid::now_v7(),
                 task_id: TASK.to_owned(),
-                priority: 100,
+                priority: Some(100),
                 scheduled_at: now,
                 input: json!({}),
                 metadata: None,
             })
             .collect();
-        runs::enqueue(&mut conn, &chunk, now).await?;
+        runs::enqueue(pool, &chunk, now).await?;
         left -= chunk.len();
     }
     Ok(started.elapsed())

@@ -60,35 +60,23 @@ struct QueueBatch {
 }
 
 /// Checks the items and turns them into rows; `path` prefixes field names.
-async fn prepare(
-    conn: &mut sqlx::PgConnection,
+fn prepare(
     items: Vec<(String, QueueTask)>,
     now: DateTime<Utc>,
 ) -> Result<Vec<storage::runs::NewRun>, ApiError> {
-    let mut ids: Vec<String> = items.iter().map(|(_, item)| item.task_id.clone()).collect();
-    ids.sort();
-    ids.dedup();
-    let priorities: HashMap<String, i32> = storage::tasks::priorities(conn, &ids)
-        .await?
-        .into_iter()
-        .collect();
     let mut runs = Vec::with_capacity(items.len());
     for (path, item) in items {
-        let Some(&default_priority) = priorities.get(&item.task_id) else {
-            return Err(ApiError::NotFound {
-                what: "task",
-                id: item.task_id,
-            });
-        };
-        let priority = match item.priority {
-            None => default_priority,
-            Some(p) => i32::try_from(p).ok().filter(|p| *p >= 0).ok_or_else(|| {
-                ApiError::invalid(
-                    format!("{path}priority"),
-                    format!("{p} is out of range; use 0 to 2147483647 (lower runs first)"),
-                )
-            })?,
-        };
+        let priority = item
+            .priority
+            .map(|p| {
+                i32::try_from(p).ok().filter(|p| *p >= 0).ok_or_else(|| {
+                    ApiError::invalid(
+                        format!("{path}priority"),
+                        format!("{p} is out of range; use 0 to 2147483647 (lower runs first)"),
+                    )
+                })
+            })
+            .transpose()?;
         let scheduled_at = match (item.delay_ms, item.scheduled_at) {
             (Some(_), Some(_)) => {
                 return Err(ApiError::invalid(
@@ -116,15 +104,40 @@ async fn prepare(
     Ok(runs)
 }
 
+/// Inserts the runs (all or none) and wakes this orchestrator's scheduler
+/// at once (other replicas hear the NOTIFY). Returns each run's priority,
+/// in order.
+async fn enqueue(
+    state: &AppState,
+    runs: &[storage::runs::NewRun],
+    now: DateTime<Utc>,
+) -> Result<Vec<i32>, ApiError> {
+    let inserted: HashMap<uuid::Uuid, i32> = storage::runs::enqueue(&state.pool, runs, now)
+        .await?
+        .into_iter()
+        .collect();
+    if inserted.len() != runs.len() {
+        let mut ids: Vec<String> = runs.iter().map(|r| r.task_id.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        let unknown = storage::tasks::unknown(&state.pool, &ids).await?;
+        let id = unknown.into_iter().next().unwrap_or_default();
+        return Err(ApiError::NotFound { what: "task", id });
+    }
+    state.wake_scheduler.notify_one();
+    Ok(runs
+        .iter()
+        .map(|r| inserted.get(&r.id).copied().unwrap_or_default())
+        .collect())
+}
+
 async fn queue_task(
     State(state): State<AppState>,
     ApiJson(item): ApiJson<QueueTask>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let now = Utc::now();
-    let mut tx = state.pool.begin().await?;
-    let runs = prepare(&mut tx, vec![(String::new(), item)], now).await?;
-    storage::runs::enqueue(&mut tx, &runs, now).await?;
-    tx.commit().await?;
+    let runs = prepare(vec![(String::new(), item)], now)?;
+    let priorities = enqueue(&state, &runs, now).await?;
     let run = &runs[0];
     Ok((
         StatusCode::CREATED,
@@ -132,7 +145,7 @@ async fn queue_task(
             "runId": RunId(run.id),
             "status": RunState::Queued.as_str(),
             "taskId": run.task_id,
-            "priority": run.priority,
+            "priority": priorities.first(),
             "scheduledAt": run.scheduled_at,
         })),
     ))
@@ -164,10 +177,8 @@ async fn queue_batch(
         .enumerate()
         .map(|(index, item)| (format!("tasks[{index}]."), item))
         .collect();
-    let mut tx = state.pool.begin().await?;
-    let runs = prepare(&mut tx, items, now).await?;
-    storage::runs::enqueue(&mut tx, &runs, now).await?;
-    tx.commit().await?;
+    let runs = prepare(items, now)?;
+    enqueue(&state, &runs, now).await?;
     let results: Vec<Value> = runs
         .iter()
         .map(|run| json!({ "runId": RunId(run.id), "taskId": run.task_id, "status": RunState::Queued.as_str() }))

@@ -21,8 +21,8 @@ pub struct NewRun {
     pub id: Uuid,
     /// Its task.
     pub task_id: String,
-    /// Lower runs first.
-    pub priority: i32,
+    /// Lower runs first; `None` takes the task's default.
+    pub priority: Option<i32>,
     /// Not claimed before this.
     pub scheduled_at: DateTime<Utc>,
     /// Its input.
@@ -31,37 +31,50 @@ pub struct NewRun {
     pub metadata: Option<Value>,
 }
 
-/// Inserts runs in one statement (one notification wakes the schedulers).
+/// Inserts runs in one statement, all or none: if any names a task that
+/// does not exist, nothing is inserted and the answer is empty. Returns
+/// each inserted run's id and priority. One statement means one round trip
+/// and one notification for the schedulers.
 pub async fn enqueue(
-    conn: &mut PgConnection,
+    pool: &PgPool,
     runs: &[NewRun],
     now: DateTime<Utc>,
-) -> sqlx::Result<()> {
+) -> sqlx::Result<Vec<(Uuid, i32)>> {
     let ids: Vec<Uuid> = runs.iter().map(|r| r.id).collect();
     let task_ids: Vec<String> = runs.iter().map(|r| r.task_id.clone()).collect();
-    let priorities: Vec<i32> = runs.iter().map(|r| r.priority).collect();
+    let priorities: Vec<Option<i32>> = runs.iter().map(|r| r.priority).collect();
     let scheduled: Vec<DateTime<Utc>> = runs.iter().map(|r| r.scheduled_at).collect();
     let inputs: Vec<Value> = runs.iter().map(|r| r.input.clone()).collect();
     let metadata: Vec<Value> = runs
         .iter()
         .map(|r| r.metadata.clone().unwrap_or(Value::Null))
         .collect();
-    sqlx::query!(
-        r#"insert into runs (id, task_id, priority, scheduled_at, input, metadata, created_at)
-           select id, task_id, priority, scheduled_at, input, nullif(metadata, 'null'::jsonb), $7
-           from unnest($1::uuid[], $2::text[], $3::integer[], $4::timestamptz[], $5::jsonb[], $6::jsonb[])
-               as new (id, task_id, priority, scheduled_at, input, metadata)"#,
+    let rows = sqlx::query!(
+        r#"with new as (
+               select * from unnest($1::uuid[], $2::text[], $3::integer[], $4::timestamptz[], $5::jsonb[], $6::jsonb[])
+                   as new (id, task_id, priority, scheduled_at, input, metadata)
+           ),
+           known as (
+               select new.*, tasks.priority as default_priority
+               from new join tasks on tasks.id = new.task_id
+           )
+           insert into runs (id, task_id, priority, scheduled_at, input, metadata, created_at)
+           select id, task_id, coalesce(priority, default_priority), scheduled_at, input,
+                  nullif(metadata, 'null'::jsonb), $7
+           from known
+           where (select count(*) from known) = (select count(*) from new)
+           returning id, priority"#,
         &ids,
         &task_ids,
-        &priorities,
+        &priorities as &[Option<i32>],
         &scheduled,
         &inputs,
         &metadata,
         now
     )
-    .execute(conn)
+    .fetch_all(pool)
     .await?;
-    Ok(())
+    Ok(rows.into_iter().map(|r| (r.id, r.priority)).collect())
 }
 
 /// A run claimed for one attempt.
@@ -193,7 +206,7 @@ pub async fn fail(
     let recorded = sqlx::query!(
         r#"with failed as (
                update runs set state = $4, scheduled_at = coalesce($5, runs.scheduled_at),
-                   error = $6, finished_at = $7
+                   error = $6, finished_at = $7, attempt_token = null
                where runs.id = $1 and runs.state = 'running'
                  and runs.attempt = $2 and runs.attempt_token = $3
                returning runs.id, runs.task_id, runs.attempt, runs.target, runs.code_version,
@@ -406,7 +419,7 @@ pub async fn list(
              and ($2::text is null or task_id = $2)
              and ($3::timestamptz is null or created_at >= $3)
              and ($4::timestamptz is null or created_at < $4)
-           order by created_at desc, id desc
+           order by id desc
            limit $5 offset $6"#,
         &states as &[RunState],
         filter.task_id.as_deref(),

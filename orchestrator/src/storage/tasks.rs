@@ -139,15 +139,15 @@ pub async fn list_for_service(pool: &PgPool, service_id: &str) -> sqlx::Result<V
     .await
 }
 
-/// A task's default priority, for the tasks among `ids` that exist.
-pub async fn priorities(
-    conn: &mut PgConnection,
-    ids: &[String],
-) -> sqlx::Result<Vec<(String, i32)>> {
-    let rows = sqlx::query!("select id, priority from tasks where id = any($1)", ids)
-        .fetch_all(conn)
-        .await?;
-    Ok(rows.into_iter().map(|r| (r.id, r.priority)).collect())
+/// Which of `ids` name no task.
+pub async fn unknown(pool: &PgPool, ids: &[String]) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar!(
+        r#"select id as "id!" from unnest($1::text[]) id
+           where not exists (select 1 from tasks t where t.id = id)"#,
+        ids
+    )
+    .fetch_all(pool)
+    .await
 }
 
 /// Whether a task exists.
