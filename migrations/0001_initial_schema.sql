@@ -182,9 +182,11 @@ create index runs_running on runs (target) where state = 'running';
 -- state change (none of them can be HOT), and listings walk the primary
 -- key backwards instead (UUID v7 ids are in creation order).
 
-create type attempt_outcome as enum ('succeeded', 'failed', 'cancelled');
+create type attempt_outcome as enum ('failed', 'cancelled');
 
--- Finished attempts; the running one lives on its run row.
+-- Attempts that ended without a result. The running attempt and the
+-- successful one live on the run row, so the happy path writes no row
+-- here (one insert and one index entry less per run).
 create table attempts (
     run_id uuid not null references runs (id),
     attempt integer not null,
@@ -198,7 +200,7 @@ create table attempts (
     error jsonb,
 
     primary key (run_id, attempt),
-    constraint attempts_failure_has_error check (outcome = 'succeeded' or error is not null)
+    constraint attempts_failure_has_error check (outcome <> 'failed' or error is not null)
 );
 
 -- Wakes the schedulers (LISTEN pipeweave_runs) when runs are enqueued;

@@ -246,7 +246,10 @@ mod tests {
             text.contains("unnest(:ids::uuid[], :attempts::integer[]"),
             "{text}"
         );
-        assert!(text.trim_end().ends_with("returning run_id;"), "{text}");
+        assert!(
+            text.trim_end().ends_with("select id from finished;"),
+            "{text}"
+        );
         // Two statements: the claim (ending in \gset) and the succeed.
         assert_eq!(text.matches(';').count(), 1, "{text}");
         Ok(())

@@ -14,15 +14,13 @@ finished as (
     from reported
     where runs.id = reported.id
       and runs.attempt = reported.attempt and runs.attempt_token = reported.attempt_token
-    returning runs.id, runs.task_id, runs.attempt, runs.target, runs.code_version,
-              runs.code_hash, runs.started_at
+    returning runs.id, runs.task_id
 ),
 released as (
     update tasks set running_count = greatest(tasks.running_count - per_task.finished, 0)
     from (select task_id, count(*)::integer as finished from finished group by task_id) per_task
     where tasks.id = per_task.task_id and tasks.concurrency > 0
 )
-insert into attempts (run_id, attempt, outcome, target, code_version, code_hash, started_at, finished_at)
-select id, attempt, 'succeeded', target, code_version, code_hash, started_at, $5
-from finished
-returning run_id;
+-- The successful attempt stays on the run row (attempt, target, code,
+-- started_at, finished_at), and the attempts table keeps the others.
+select id from finished;

@@ -5,6 +5,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::RunId;
+use crate::storage::RunState;
 use crate::storage::attempts::AttemptRow;
 use crate::storage::runs::RunRow;
 
@@ -37,7 +38,8 @@ pub(super) fn summary(run: &RunRow) -> Map<String, Value> {
 }
 
 /// Everything about one run: the summary, its input, its result and every
-/// finished attempt.
+/// finished attempt (the failed ones from `attempts`, the successful one
+/// from the run row).
 pub(super) fn detail(run: &RunRow, attempts: &[AttemptRow]) -> Value {
     let mut view = summary(run);
     view.insert("input".into(), run.input.clone());
@@ -46,7 +48,7 @@ pub(super) fn detail(run: &RunRow, attempts: &[AttemptRow]) -> Value {
             view.insert(key.clone(), value.clone());
         }
     }
-    let attempts: Vec<Value> = attempts
+    let mut attempts: Vec<Value> = attempts
         .iter()
         .map(|a| {
             json!({
@@ -61,6 +63,17 @@ pub(super) fn detail(run: &RunRow, attempts: &[AttemptRow]) -> Value {
             })
         })
         .collect();
+    if run.state == RunState::Succeeded {
+        attempts.push(json!({
+            "attempt": run.attempt,
+            "outcome": "succeeded",
+            "target": run.target,
+            "codeVersion": run.code_version,
+            "codeHash": run.code_hash,
+            "startedAt": run.started_at,
+            "finishedAt": run.finished_at,
+        }));
+    }
     view.insert("attempts".into(), Value::Array(attempts));
     Value::Object(view)
 }

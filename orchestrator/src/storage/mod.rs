@@ -76,13 +76,12 @@ pub enum Runtime {
     Wasm,
 }
 
-/// How a finished attempt ended, as `attempt_outcome` stores it.
+/// How an attempt without a result ended, as `attempt_outcome` stores it
+/// (a successful attempt is the run row itself).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type, serde::Serialize)]
 #[sqlx(type_name = "attempt_outcome", rename_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum AttemptOutcome {
-    /// It returned a result.
-    Succeeded,
     /// It failed.
     Failed,
     /// It was cancelled.
