@@ -59,28 +59,6 @@ impl Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-
-    /// Sends SIGINT (Ctrl-C) and waits up to `patience` for the process to
-    /// exit; returns its exit code, `None` if it had to be killed.
-    pub fn interrupt(&mut self, patience: Duration) -> Option<i32> {
-        let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status();
-        let deadline = std::time::Instant::now() + patience;
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.kill();
-        None
-    }
-
-    /// Its process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
 }
 
 impl Drop for Server {

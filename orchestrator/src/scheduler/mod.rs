@@ -42,8 +42,6 @@ pub struct Scheduler {
     pub state: AppState,
     /// The HTTP client for dispatches.
     pub http: reqwest::Client,
-    /// When this orchestrator began watching heartbeats.
-    pub watching_since: DateTime<Utc>,
 }
 
 impl Scheduler {
@@ -54,11 +52,7 @@ impl Scheduler {
             .pool_max_idle_per_host(64)
             .build()
             .unwrap_or_default();
-        Self {
-            watching_since: state.started_at,
-            state,
-            http,
-        }
+        Self { state, http }
     }
 
     /// Claims and dispatches until shutdown: at once when runs are
@@ -119,7 +113,7 @@ pub async fn watch_round(scheduler: &Scheduler, now: DateTime<Utc>) -> crate::Re
     let pool = &scheduler.state.pool;
     let grace = i64::try_from(TIMEOUT_GRACE.as_millis()).unwrap_or(i64::MAX);
     let overdue =
-        storage::runs::overdue(pool, now, scheduler.watching_since, grace, WATCH_BATCH).await?;
+        storage::runs::overdue(pool, now, scheduler.state.started_at, grace, WATCH_BATCH).await?;
     let mut failed = 0;
     for run in overdue {
         let error = if run.past_deadline {

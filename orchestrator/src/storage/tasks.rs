@@ -150,16 +150,6 @@ pub async fn unknown(pool: &PgPool, ids: &[String]) -> sqlx::Result<Vec<String>>
     .await
 }
 
-/// Whether a task exists.
-pub async fn exists(pool: &PgPool, id: &str) -> sqlx::Result<bool> {
-    sqlx::query_scalar!(
-        r#"select exists (select 1 from tasks where id = $1) as "exists!""#,
-        id
-    )
-    .fetch_one(pool)
-    .await
-}
-
 /// The tasks PipeWeave hosts run (those of wasm services).
 pub async fn wasm_task_ids(pool: &PgPool) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar!(
