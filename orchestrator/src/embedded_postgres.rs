@@ -233,11 +233,52 @@ fn as_postgres(root: bool, program: &Path) -> Command {
 }
 
 /// The directory with `initdb`, `postgres`, `pg_isready` and `psql`:
-/// `PG_BINDIR`, else the newest `/usr/lib/postgresql/<version>/bin`.
+/// `PG_BINDIR`, else the newest `/usr/lib/postgresql/<version>/bin`. On a
+/// fresh Debian machine, running as root, it installs the `postgresql`
+/// package first (set `PIPEWEAVE_NO_AUTO_INSTALL` to forbid that).
 pub fn find_bindir() -> Result<PathBuf, String> {
     if let Some(dir) = std::env::var_os("PG_BINDIR") {
         return Ok(PathBuf::from(dir));
     }
+    installed_bindir().or_else(|missing| {
+        install_debian_package("postgresql").map_err(|why| format!("{missing} ({why})"))?;
+        installed_bindir()
+    })
+}
+
+/// Installs a Debian package with apt-get, when this process is root on a
+/// machine with apt-get and `PIPEWEAVE_NO_AUTO_INSTALL` is unset; so the
+/// quick start and the tests work on a fresh machine.
+pub fn install_debian_package(package: &str) -> Result<(), String> {
+    if std::env::var_os("PIPEWEAVE_NO_AUTO_INSTALL").is_some() {
+        return Err("PIPEWEAVE_NO_AUTO_INSTALL is set".into());
+    }
+    if !is_root() || !Path::new("/usr/bin/apt-get").exists() {
+        return Err(format!("install it with: sudo apt-get install {package}"));
+    }
+    eprintln!(
+        "installing the Debian package {package} (apt-get; set PIPEWEAVE_NO_AUTO_INSTALL to prevent this)…"
+    );
+    let apt = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(Stdio::null())
+            .status()
+            .map_err(|e| format!("cannot run apt-get: {e}"))
+            .and_then(|s| {
+                if s.success() {
+                    Ok(())
+                } else {
+                    Err(format!("apt-get {} failed", args.join(" ")))
+                }
+            })
+    };
+    apt(&["update", "-qq"])?;
+    apt(&["install", "-y", "-qq", package])
+}
+
+fn installed_bindir() -> Result<PathBuf, String> {
     let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
         .flatten()

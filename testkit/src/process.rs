@@ -79,6 +79,22 @@ pub fn python_worker_script() -> PathBuf {
 /// extra arguments.
 #[track_caller]
 pub fn python_worker(orchestrator_url: &str, extra: &[&str]) -> Server {
+    // Once per process: tests start workers in parallel, apt-get must not.
+    static PYTHON: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let ready = PYTHON.get_or_init(|| {
+        let has_python = Command::new("python3")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if has_python {
+            Ok(())
+        } else {
+            pipeweave_orchestrator::embedded_postgres::install_debian_package("python3")
+        }
+    });
+    if let Err(why) = ready {
+        panic!("the end-to-end tests need python3: {why}");
+    }
     let mut command = Command::new("python3");
     command
         .arg("-u")
