@@ -13,14 +13,19 @@
 //! `BEGIN`/`COMMIT`; `-M prepared`) but:
 //!
 //! - the claim's parameters are literals or pgbench variables: `$1` is
-//!   `'{noop}'::text[]`, `$2` the batch size, `$3` `now()` and `$4`
-//!   `'pgbench-' || :client_id`;
+//!   `'{noop}'::text[]`, `$2` the batch size, `$3` `now()`, `$4`
+//!   `'pgbench-' || :client_id` and `$5` the target capacity that the
+//!   PipeWeave side passes too ([`TARGET_CAPACITY`]);
 //! - the claim's final `update … returning` becomes the last CTE of the
 //!   same `with`, and a `select` around it folds the claimed rows into
 //!   one row of arrays (`array_agg`), which `\gset` stores in pgbench
 //!   variables: the server returns one row instead of one per run;
 //! - the succeed statement takes those variables as its `$1`–`$4` (pgbench
-//!   sends them as parameters in prepared mode), and `now()` as `$5`.
+//!   sends them as parameters in prepared mode), and `now()` as `$5`;
+//! - both transactions commit with `synchronous_commit = off`. The
+//!   orchestrator commits its claims that way
+//!   (`pipeweave_orchestrator::scheduler::claims_pool`) but waits for the
+//!   flush of its completions, so the difference can only favour pgbench.
 //!
 //! Every other character of the two files is what the orchestrator runs.
 
@@ -28,6 +33,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, bail};
+
+/// The capacity both sides give each claiming target: far above what one
+/// client has running, so it never limits a claim, but the claim still
+/// counts the target's running attempts as the orchestrator's does.
+pub(crate) const TARGET_CAPACITY: i64 = 1_000_000;
 
 /// The orchestrator's claim statement, as it runs it.
 const CLAIM_SQL: &str = include_str!("../../orchestrator/queries/claim.sql");
@@ -82,6 +92,7 @@ pub(crate) fn script(batch: i64) -> anyhow::Result<String> {
             &batch,
             "now()",
             "('pgbench-' || :client_id::text)",
+            &TARGET_CAPACITY.to_string(),
         ],
     )?;
     // `with …, chosen as (…), counted as (…)\nupdate runs set … returning …`
@@ -175,6 +186,10 @@ pub(crate) fn run(run: &Run<'_>) -> anyhow::Result<Outcome> {
             "postgres",
         ])
         .arg(run.database)
+        // Both statements commit without waiting for the WAL flush, as the
+        // orchestrator's claims do; its completions wait, so this can only
+        // favour pgbench.
+        .env("PGOPTIONS", "-c synchronous_commit=off")
         .output()
         .context("cannot run pgbench")?;
     let report = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -238,7 +253,10 @@ mod tests {
     fn the_script_keeps_the_statements_and_fills_every_parameter() -> anyhow::Result<()> {
         let text = script(100)?;
         assert!(!text.contains("$1") && !text.contains("$5"), "{text}");
-        assert!(text.contains("limit 100\n"), "{text}");
+        assert!(
+            text.contains("limit least(100, greatest(1000000 - ("),
+            "{text}"
+        );
         assert!(text.contains("for update skip locked"), "{text}");
         assert!(text.contains("claimed as (\nupdate runs set"), "{text}");
         assert!(text.contains("from claimed \\gset\n"), "{text}");

@@ -10,10 +10,11 @@
 //!   `noop` registered and `runs` no-op runs enqueued in bulk
 //!   (`storage::runs::enqueue`, 10,000 per statement; timed and reported
 //!   on its own). After `VACUUM ANALYZE` and a `CHECKPOINT`, `clients`
-//!   tokio tasks sharing one pool loop `storage::runs::claim` (batch
-//!   `batch`) then `storage::runs::succeed` of everything claimed, until
-//!   the queue is empty: the functions the scheduler and the callback
-//!   use. Throughput is runs / elapsed. Then the same again on another
+//!   tokio tasks loop `storage::runs::claim` (batch `batch`) then
+//!   `storage::runs::succeed` of everything claimed, until the queue is
+//!   empty: the functions the scheduler and the callback use, on the same
+//!   kinds of pools (claims on `scheduler::claims_pool`, which does not
+//!   wait for the WAL flush; completions durable). Throughput is runs / elapsed. Then the same again on another
 //!   fresh database with pgbench (`crate::pgbench`), `clients` clients
 //!   running `runs / (batch × clients)` transactions each, so both drain
 //!   the same queue. The order of the two alternates between rounds.
@@ -39,6 +40,7 @@ use axum::http::StatusCode;
 use chrono::Utc;
 use pipeweave_orchestrator::config::LogLevel;
 use pipeweave_orchestrator::embedded_postgres::{EmbeddedPostgres, Options};
+use pipeweave_orchestrator::scheduler::claims_pool;
 use pipeweave_orchestrator::storage::{self, Runtime, runs};
 use pipeweave_orchestrator::{Config, Mode, Shutdown};
 use pipeweave_protocol::TaskDescriptor;
@@ -377,8 +379,12 @@ struct Loops {
 async fn drain(pool: &PgPool, clients: usize, batch: i64) -> anyhow::Result<(Loops, Duration)> {
     let started = Instant::now();
     let mut loops = tokio::task::JoinSet::new();
+    // Claims go through the scheduler's own kind of pool (no wait for the
+    // WAL flush), completions through the durable one, as in the
+    // orchestrator.
+    let claims = claims_pool(pool, u32::try_from(clients).unwrap_or(u32::MAX));
     for client in 0..clients {
-        let pool = pool.clone();
+        let (pool, claims) = (pool.clone(), claims.clone());
         loops.spawn(async move {
             let task_ids = vec![TASK.to_owned()];
             let target = format!("bench-{client}");
@@ -386,7 +392,15 @@ async fn drain(pool: &PgPool, clients: usize, batch: i64) -> anyhow::Result<(Loo
             let mut done = Loops::default();
             loop {
                 let t = Instant::now();
-                let claimed = runs::claim(&pool, &task_ids, batch, Utc::now(), &target).await?;
+                let claimed = runs::claim(
+                    &claims,
+                    &task_ids,
+                    batch,
+                    Utc::now(),
+                    &target,
+                    pgbench::TARGET_CAPACITY,
+                )
+                .await?;
                 done.claim_time += t.elapsed();
                 done.claims += 1;
                 if claimed.is_empty() {

@@ -1,6 +1,7 @@
 -- Claims up to $2 due runs of the tasks in $1 for target $4 at time $3 and
--- starts an attempt of each. See storage::runs::claim for how it honours
--- priority, delayed runs and per-task concurrency across replicas. The
+-- starts an attempt of each, leaving the target at most $5 running attempts.
+-- See storage::runs::claim for how it honours priority, delayed runs,
+-- per-task concurrency and the target's capacity across replicas. The
 -- benchmark runs this same file under pgbench.
 with limited as materialized (
     select id, concurrency - running_count as free
@@ -22,7 +23,9 @@ candidates as materialized (
       and runs.scheduled_at <= $3
       and runs.task_id = any((select ids from claimable_tasks)::text[])
     order by runs.priority, runs.scheduled_at, runs.id
-    limit $2
+    limit least($2, greatest($5 - (
+        select count(*) from runs where state = 'running' and target = $4
+    ), 0))
     for update skip locked
 ),
 chosen as (

@@ -68,6 +68,7 @@ pub async fn connect(database_url: &str) -> Result<sqlx::PgPool> {
     let pool = PgPoolOptions::new()
         .max_connections(16)
         .acquire_timeout(Duration::from_secs(30))
+        .test_before_acquire(false)
         .connect(database_url)
         .await?;
     Ok(pool)
@@ -80,6 +81,7 @@ pub fn app_state(pool: sqlx::PgPool, config: Config) -> api::AppState {
         config: Arc::new(config),
         wake_scheduler: Arc::new(Notify::new()),
         started_at: chrono::Utc::now(),
+        targets_changed: Arc::default(),
     }
 }
 

@@ -13,6 +13,7 @@ mod tick;
 mod workers;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::extract::State;
@@ -36,6 +37,19 @@ pub struct AppState {
     /// When this orchestrator started; heartbeats older than this count
     /// from then, so hosts get time to reach it after a restart.
     pub started_at: chrono::DateTime<chrono::Utc>,
+    /// Counts changes to where runs can go (registrations, host pings,
+    /// unreachable targets) recorded by this orchestrator; the scheduler
+    /// reads its targets again when it moves.
+    pub targets_changed: Arc<AtomicU64>,
+}
+
+impl AppState {
+    /// Tells the scheduler that its targets changed, and wakes it: there
+    /// may be new capacity.
+    pub fn note_targets_changed(&self) {
+        self.targets_changed.fetch_add(1, Ordering::Release);
+        self.wake_scheduler.notify_one();
+    }
 }
 
 /// The whole API.

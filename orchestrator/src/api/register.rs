@@ -187,7 +187,7 @@ async fn register(
         }
     }
     tx.commit().await?;
-    state.wake_scheduler.notify_one();
+    state.note_targets_changed();
 
     tracing::info!(
         service_id = %request.service_id,

@@ -109,7 +109,7 @@ async fn register_host(
         chrono::Utc::now(),
     )
     .await?;
-    state.wake_scheduler.notify_one();
+    state.note_targets_changed();
     Ok(Json(HostRegistrationResponse {
         ping_interval_ms: HOST_PING_INTERVAL_MS,
     }))

@@ -1,12 +1,14 @@
-//! One dispatch round: find targets with free capacity, claim due runs for
-//! each, and hand every claimed attempt over with `POST
+//! One dispatch round: claim due runs for each target (up to its free
+//! capacity, counted by the claim), and hand every claimed attempt over with `POST
 //! {target}/tasks/{taskId}`. A target that refuses, does not answer within
 //! [`DISPATCH_TIMEOUT`] or cannot be reached fails that attempt as
 //! retryable (`dispatch_failed`); the run goes back to the queue by its
 //! retry policy, so nothing is lost.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use pipeweave_protocol::wire::AttemptError;
@@ -77,26 +79,74 @@ struct Target {
     is_host: bool,
     /// Tasks it runs.
     task_ids: Vec<String>,
-    /// Attempts it can take now.
-    free: i64,
+    /// Most attempts it runs at once; the claim counts those running.
+    capacity: i64,
 }
 
-async fn targets(scheduler: &Scheduler) -> crate::Result<Vec<Target>> {
+/// The targets as last read, so that a wake-up's first query is the claim.
+/// They are read again after [`TARGETS_MAX_AGE`], or sooner when this
+/// orchestrator records a registration, a host ping or an unreachable
+/// target ([`crate::api::AppState::targets_changed`]); a registration on
+/// another replica is seen within that age.
+#[derive(Debug, Default)]
+pub(super) struct TargetCache {
+    read: Option<CachedTargets>,
+    /// Bumped every round, so rounds start at different targets and a
+    /// short queue spreads over them.
+    rounds: usize,
+}
+
+#[derive(Debug)]
+struct CachedTargets {
+    at: Instant,
+    change: u64,
+    targets: Arc<Vec<Target>>,
+}
+
+/// How long the target list is used before it is read again.
+pub(super) const TARGETS_MAX_AGE: Duration = Duration::from_secs(1);
+
+/// The targets to claim for this round, from the cache when it is fresh,
+/// in a rotating order.
+async fn targets(scheduler: &Scheduler) -> crate::Result<(Arc<Vec<Target>>, usize)> {
+    let change = scheduler.state.targets_changed.load(Ordering::Acquire);
+    let cached = {
+        let mut cache = scheduler.targets.lock().unwrap_or_else(|e| e.into_inner());
+        cache.rounds = cache.rounds.wrapping_add(1);
+        let fresh = cache
+            .read
+            .as_ref()
+            .filter(|read| read.change == change && read.at.elapsed() < TARGETS_MAX_AGE)
+            .map(|read| read.targets.clone());
+        fresh.map(|targets| (targets, cache.rounds))
+    };
+    if let Some(cached) = cached {
+        return Ok(cached);
+    }
+    let targets = Arc::new(read_targets(scheduler).await?);
+    let mut cache = scheduler.targets.lock().unwrap_or_else(|e| e.into_inner());
+    cache.read = Some(CachedTargets {
+        at: Instant::now(),
+        change,
+        targets: targets.clone(),
+    });
+    Ok((targets, cache.rounds))
+}
+
+async fn read_targets(scheduler: &Scheduler) -> crate::Result<Vec<Target>> {
     let pool = &scheduler.state.pool;
     let config = &scheduler.state.config;
     let mut targets = Vec::new();
     for service in storage::services::http_targets(pool, Utc::now()).await? {
-        let capacity = i64::from(
-            service
-                .capacity
-                .unwrap_or(i32::try_from(config.max_concurrency).unwrap_or(i32::MAX)),
-        );
+        let capacity = service
+            .capacity
+            .map_or(i64::from(config.max_concurrency), i64::from);
         targets.push(Target {
             id: service.id,
             url: service.base_url.trim_end_matches('/').to_owned(),
             is_host: false,
             task_ids: service.task_ids,
-            free: capacity - service.running,
+            capacity,
         });
     }
     let live_since =
@@ -110,31 +160,37 @@ async fn targets(scheduler: &Scheduler) -> crate::Result<Vec<Target>> {
                 url: host.url,
                 is_host: true,
                 task_ids: wasm_tasks.clone(),
-                free: i64::from(host.capacity) - host.running,
+                capacity: i64::from(host.capacity),
             });
         }
     }
-    targets.retain(|t| t.free > 0 && !t.task_ids.is_empty());
-    // The emptiest targets first, so load spreads across hosts.
-    targets.sort_by_key(|t| std::cmp::Reverse(t.free));
+    targets.retain(|t| !t.task_ids.is_empty());
     Ok(targets)
 }
 
-/// Claims for every target with free capacity and starts sending each
-/// attempt; the sends run on their own tasks, so a slow target does not
-/// hold up the others or the next round.
+/// Claims for every target and starts sending each attempt; the sends run
+/// on their own tasks, so a slow target does not hold up the others or the
+/// next round.
 pub async fn dispatch_round(scheduler: &Scheduler) -> crate::Result<Round> {
     let mut round = Round::default();
     let pool = &scheduler.state.pool;
-    for target in targets(scheduler).await? {
-        let limit = target.free.min(CLAIM_BATCH);
-        let claimed =
-            storage::runs::claim(pool, &target.task_ids, limit, Utc::now(), &target.id).await?;
+    let (targets, rotation) = targets(scheduler).await?;
+    let start = rotation % targets.len().max(1);
+    for target in targets[start..].iter().chain(&targets[..start]) {
+        let claimed = storage::runs::claim(
+            &scheduler.claims,
+            &target.task_ids,
+            CLAIM_BATCH,
+            Utc::now(),
+            &target.id,
+            target.capacity,
+        )
+        .await?;
         if claimed.is_empty() {
             continue;
         }
         round.claimed += claimed.len();
-        round.full |= claimed.len() as i64 == limit && limit == CLAIM_BATCH;
+        round.full |= claimed.len() as i64 == CLAIM_BATCH;
         let previous = previous_attempts(pool, &claimed).await?;
         for run in claimed {
             let dispatch = dispatch_message(
@@ -148,14 +204,14 @@ pub async fn dispatch_round(scheduler: &Scheduler) -> crate::Result<Round> {
                 attempt: run.attempt,
                 attempt_token: run.attempt_token,
             };
-            let (http, pool) = (scheduler.http.clone(), pool.clone());
+            let (http, state) = (scheduler.http.clone(), scheduler.state.clone());
             let (target_id, is_host) = (target.id.clone(), target.is_host);
             round.sends.push(tokio::spawn(async move {
                 let Err(failure) = send(&http, &url, &dispatch).await else {
                     return true;
                 };
                 tracing::warn!(run_id = %RunId(reference.run_id), target = %target_id, "dispatch failed: {}", failure.message);
-                if let Err(error) = record_failure(&pool, reference, &target_id, is_host, failure).await {
+                if let Err(error) = record_failure(&state, reference, &target_id, is_host, failure).await {
                     // The heartbeat watch fails the attempt later instead.
                     tracing::warn!(run_id = %RunId(reference.run_id), error = %crate::error_chain(&error), "cannot record a failed dispatch");
                 }
@@ -170,12 +226,13 @@ pub async fn dispatch_round(scheduler: &Scheduler) -> crate::Result<Round> {
 }
 
 async fn record_failure(
-    pool: &sqlx::PgPool,
+    state: &crate::api::AppState,
     reference: AttemptRef,
     target_id: &str,
     is_host: bool,
     failure: SendFailure,
 ) -> crate::Result<()> {
+    let pool = &state.pool;
     if failure.unreachable {
         if is_host {
             storage::hosts::mark_unreachable(pool, target_id).await?;
@@ -184,6 +241,7 @@ async fn record_failure(
                 Utc::now() + chrono::Duration::from_std(UNREACHABLE_BACKOFF).unwrap_or_default();
             storage::services::mark_unreachable(pool, target_id, until).await?;
         }
+        state.note_targets_changed();
     }
     let error = AttemptError::decided(FailureReason::DispatchFailed, failure.message);
     queue::fail_attempt(pool, reference, &error, Utc::now()).await?;

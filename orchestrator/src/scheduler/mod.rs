@@ -13,12 +13,14 @@
 
 mod dispatch;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use pipeweave_protocol::FailureReason;
 use pipeweave_protocol::wire::AttemptError;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
 
 use crate::api::AppState;
 use crate::queue::{self, AttemptRef};
@@ -26,6 +28,32 @@ use crate::shutdown::Shutdown;
 use crate::storage;
 
 pub use dispatch::{DISPATCH_TIMEOUT, Round, RoundReport, UNREACHABLE_BACKOFF, dispatch_round};
+
+/// A pool of up to `connections` on the same database whose transactions
+/// commit with `synchronous_commit = off`, for claims only.
+///
+/// A claim is the one write on the path from enqueue to dispatch that the
+/// client has not been promised anything about, so it does not wait for
+/// its WAL flush (about 0.2 ms of the idle enqueue-to-start latency). The
+/// commit is visible to every replica at once; only its durability is
+/// deferred, by at most `wal_writer_delay`, and the next durable commit on
+/// the server (an enqueue, a heartbeat, a callback) flushes it too. If the
+/// database server crashes inside that window, the claim is undone: the
+/// run is queued again and dispatched as the same attempt number with a new
+/// token, and the lost attempt's heartbeats and callback get 409 — the same
+/// outcome as an attempt whose worker went silent. Enqueues, callbacks and
+/// every other write stay fully durable.
+pub fn claims_pool(pool: &PgPool, connections: u32) -> PgPool {
+    let options = pool
+        .connect_options()
+        .as_ref()
+        .clone()
+        .options([("synchronous_commit", "off")]);
+    PgPoolOptions::new()
+        .max_connections(connections)
+        .test_before_acquire(false)
+        .connect_lazy_with(options)
+}
 
 /// Grace after an attempt's deadline before the orchestrator fails it
 /// itself: a PipeWeave host enforces the timeout and reports it with more
@@ -42,6 +70,11 @@ pub struct Scheduler {
     pub state: AppState,
     /// The HTTP client for dispatches.
     pub http: reqwest::Client,
+    /// Connections for claims, which commit without waiting for the WAL
+    /// flush (see [`claims_pool`]).
+    claims: PgPool,
+    /// The targets as last read.
+    targets: Arc<Mutex<dispatch::TargetCache>>,
 }
 
 impl Scheduler {
@@ -52,7 +85,13 @@ impl Scheduler {
             .pool_max_idle_per_host(64)
             .build()
             .unwrap_or_default();
-        Self { state, http }
+        let claims = claims_pool(&state.pool, 4);
+        Self {
+            state,
+            http,
+            claims,
+            targets: Arc::default(),
+        }
     }
 
     /// Claims and dispatches until shutdown: at once when runs are

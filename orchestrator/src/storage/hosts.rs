@@ -34,17 +34,13 @@ pub struct LiveHost {
     pub url: String,
     /// Attempts it runs at once.
     pub capacity: i32,
-    /// Its attempts running now.
-    pub running: i64,
 }
 
-/// Hosts heard from since `since`, with their running attempts.
+/// Hosts heard from since `since`.
 pub async fn live(pool: &PgPool, since: DateTime<Utc>) -> sqlx::Result<Vec<LiveHost>> {
     sqlx::query_as!(
         LiveHost,
-        r#"select h.id, h.url, h.capacity,
-                  (select count(*) from runs r where r.state = 'running' and r.target = h.id) as "running!"
-           from hosts h where h.last_seen_at >= $1 order by h.id"#,
+        "select h.id, h.url, h.capacity from hosts h where h.last_seen_at >= $1 order by h.id",
         since
     )
     .fetch_all(pool)

@@ -102,8 +102,11 @@ pub struct Claimed {
 
 /// Claims up to `limit` due runs of the tasks in `task_ids` for `target`,
 /// in priority order (lower first, then earliest scheduled), and starts an
-/// attempt of each. One statement:
+/// attempt of each, so that `target` has at most `capacity` attempts
+/// running. One statement:
 ///
+/// - the target's running attempts are counted in the statement, so the
+///   caller needs no query of its own before claiming;
 /// - tasks with a concurrency limit are locked `skip locked`; a task that
 ///   another replica is claiming right now is left alone this round, and a
 ///   task at its limit is skipped, so its runs never crowd out others;
@@ -117,10 +120,19 @@ pub async fn claim(
     limit: i64,
     now: DateTime<Utc>,
     target: &str,
+    capacity: i64,
 ) -> sqlx::Result<Vec<Claimed>> {
-    sqlx::query_file_as!(Claimed, "queries/claim.sql", task_ids, limit, now, target)
-        .fetch_all(pool)
-        .await
+    sqlx::query_file_as!(
+        Claimed,
+        "queries/claim.sql",
+        task_ids,
+        limit,
+        now,
+        target,
+        capacity
+    )
+    .fetch_all(pool)
+    .await
 }
 
 /// A successful attempt to record.

@@ -96,18 +96,14 @@ pub struct HttpTarget {
     pub capacity: Option<i32>,
     /// Its tasks.
     pub task_ids: Vec<String>,
-    /// Its attempts running now.
-    pub running: i64,
 }
 
-/// The plain HTTP worker services reachable at `now`, with their tasks and
-/// running attempts.
+/// The plain HTTP worker services reachable at `now`, with their tasks.
 pub async fn http_targets(pool: &PgPool, now: DateTime<Utc>) -> sqlx::Result<Vec<HttpTarget>> {
     sqlx::query_as!(
         HttpTarget,
         r#"select s.id, s.base_url as "base_url!", s.capacity,
-                  array(select t.id from tasks t where t.service_id = s.id) as "task_ids!",
-                  (select count(*) from runs r where r.state = 'running' and r.target = s.id) as "running!"
+                  array(select t.id from tasks t where t.service_id = s.id) as "task_ids!"
            from services s
            where s.runtime = 'http' and (s.unreachable_until is null or s.unreachable_until <= $1)"#,
         now

@@ -273,6 +273,7 @@ async fn only_the_current_attempt_may_heartbeat_or_call_back() -> Result<()> {
         10,
         chrono::Utc::now(),
         "docs",
+        i64::MAX,
     )
     .await?;
     assert_eq!(claimed.len(), 1);

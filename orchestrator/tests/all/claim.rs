@@ -27,6 +27,9 @@ async fn with_tasks(tasks: serde_json::Value) -> Result<TestOrchestrator> {
     Ok(orchestrator)
 }
 
+/// A target capacity that never limits a claim.
+const ANY_CAPACITY: i64 = i64::MAX;
+
 fn ids(tasks: &[&str]) -> Vec<String> {
     tasks.iter().map(|t| (*t).to_owned()).collect()
 }
@@ -43,8 +46,15 @@ async fn claims_lower_priority_numbers_first_then_older_runs() -> Result<()> {
     orchestrator.post("/api/queue/batch", &batch).await?;
     let mut order = Vec::new();
     for _ in 0..4 {
-        let claimed =
-            storage::runs::claim(&orchestrator.pool, &ids(&["work"]), 1, Utc::now(), "t").await?;
+        let claimed = storage::runs::claim(
+            &orchestrator.pool,
+            &ids(&["work"]),
+            1,
+            Utc::now(),
+            "t",
+            ANY_CAPACITY,
+        )
+        .await?;
         order.extend(
             claimed
                 .into_iter()
@@ -75,6 +85,7 @@ async fn a_delayed_run_is_not_claimed_before_its_time() -> Result<()> {
         10,
         now + Duration::seconds(59),
         "t",
+        ANY_CAPACITY,
     )
     .await?;
     assert!(early.is_empty(), "claimed a minute early");
@@ -84,6 +95,7 @@ async fn a_delayed_run_is_not_claimed_before_its_time() -> Result<()> {
         10,
         now + Duration::seconds(61),
         "t",
+        ANY_CAPACITY,
     )
     .await?;
     assert_eq!(due.len(), 1);
@@ -116,6 +128,7 @@ async fn a_concurrency_limit_holds_across_concurrent_claims() -> Result<()> {
                 10,
                 Utc::now(),
                 &format!("replica-{replica}"),
+                ANY_CAPACITY,
             )
             .await
         })
@@ -147,9 +160,48 @@ async fn a_concurrency_limit_holds_across_concurrent_claims() -> Result<()> {
             .len(),
         1
     );
-    let next =
-        storage::runs::claim(&orchestrator.pool, &ids(&["limited"]), 10, Utc::now(), "t").await?;
+    let next = storage::runs::claim(
+        &orchestrator.pool,
+        &ids(&["limited"]),
+        10,
+        Utc::now(),
+        "t",
+        ANY_CAPACITY,
+    )
+    .await?;
     assert_eq!(next.len(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_claim_leaves_its_target_at_most_its_capacity_running() -> Result<()> {
+    let orchestrator = with_tasks(json!([{ "id": "work", "codeHash": "h" }])).await?;
+    let tasks: Vec<_> = (0..10)
+        .map(|index| json!({ "taskId": "work", "input": index }))
+        .collect();
+    orchestrator
+        .post("/api/queue/batch", &json!({ "tasks": tasks }))
+        .await?;
+    let work = ids(&["work"]);
+    let claim = |target: &'static str| {
+        storage::runs::claim(&orchestrator.pool, &work, 10, Utc::now(), target, 3)
+    };
+
+    let first = claim("a").await?;
+    assert_eq!(first.len(), 3, "a batch of 10 is cut to the capacity");
+    assert!(claim("a").await?.is_empty(), "a full target claims nothing");
+    assert_eq!(claim("b").await?.len(), 3, "capacity is per target");
+
+    // Ending one of a's attempts frees exactly one of its slots.
+    let done = &first[0];
+    let success = storage::runs::Success {
+        run_id: done.id,
+        attempt: done.attempt,
+        attempt_token: done.attempt_token,
+        result: json!({ "output": {} }),
+    };
+    storage::runs::succeed(&orchestrator.pool, &[success], Utc::now()).await?;
+    assert_eq!(claim("a").await?.len(), 1);
     Ok(())
 }
 
@@ -165,8 +217,15 @@ async fn a_failed_attempt_is_retried_by_policy_until_the_run_is_dead() -> Result
     let mut now = Utc::now().trunc_subsecs(6);
     let mut states = Vec::new();
     for attempt in 1..=3 {
-        let claimed =
-            storage::runs::claim(&orchestrator.pool, &ids(&["flaky"]), 1, now, "t").await?;
+        let claimed = storage::runs::claim(
+            &orchestrator.pool,
+            &ids(&["flaky"]),
+            1,
+            now,
+            "t",
+            ANY_CAPACITY,
+        )
+        .await?;
         assert_eq!(claimed.len(), 1, "attempt {attempt} is due at {now}");
         assert_eq!(claimed[0].attempt, attempt);
         let reference = AttemptRef {
@@ -194,6 +253,7 @@ async fn a_failed_attempt_is_retried_by_policy_until_the_run_is_dead() -> Result
                 1,
                 scheduled - Duration::milliseconds(1),
                 "t",
+                ANY_CAPACITY,
             )
             .await?;
             assert!(early.is_empty(), "no retry before its backoff");
@@ -222,8 +282,15 @@ async fn a_fatal_error_ends_the_run_without_retries() -> Result<()> {
     let orchestrator =
         with_tasks(json!([{ "id": "strict", "codeHash": "h", "retries": 5 }])).await?;
     orchestrator.enqueue("strict", json!({})).await?;
-    let claimed =
-        storage::runs::claim(&orchestrator.pool, &ids(&["strict"]), 1, Utc::now(), "t").await?;
+    let claimed = storage::runs::claim(
+        &orchestrator.pool,
+        &ids(&["strict"]),
+        1,
+        Utc::now(),
+        "t",
+        ANY_CAPACITY,
+    )
+    .await?;
     let reference = AttemptRef {
         run_id: claimed[0].id,
         attempt: 1,
