@@ -1,5 +1,6 @@
 -- Claims up to $2 due runs of the tasks in $1 for target $4 at time $3 and
--- starts an attempt of each, leaving the target at most $5 running attempts.
+-- starts an attempt of each, leaving the target at most $5 running attempts;
+-- nothing while maintenance mode is on.
 -- See storage::runs::claim for how it honours priority, delayed runs,
 -- per-task concurrency and the target's capacity across replicas. The
 -- benchmark runs this same file under pgbench.
@@ -22,6 +23,7 @@ candidates as materialized (
     where runs.state in ('queued', 'awaiting_retry')
       and runs.scheduled_at <= $3
       and runs.task_id = any((select ids from claimable_tasks)::text[])
+      and not exists (select from maintenance)
     order by runs.priority, runs.scheduled_at, runs.id
     limit least($2, greatest($5 - (
         select count(*) from runs where state = 'running' and target = $4

@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod json;
+mod operations;
 mod queue;
 mod register;
 mod runs_view;
@@ -16,10 +17,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
-use serde_json::json;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
@@ -55,7 +52,7 @@ impl AppState {
 /// The whole API.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/health", get(health))
+        .merge(operations::router())
         .merge(register::router())
         .merge(services::router())
         .merge(queue::router())
@@ -63,24 +60,4 @@ pub fn router(state: AppState) -> Router {
         .merge(tick::router())
         .with_state(state)
         .layer(tower_http::trace::TraceLayer::new_for_http())
-}
-
-/// `GET /health`: the API answers and the database is reachable.
-async fn health(State(state): State<AppState>) -> (StatusCode, axum::Json<serde_json::Value>) {
-    match sqlx::query_scalar::<_, i32>("select 1")
-        .fetch_one(&state.pool)
-        .await
-    {
-        Ok(_) => (
-            StatusCode::OK,
-            axum::Json(json!({ "status": "ok", "database": "ok" })),
-        ),
-        Err(error) => {
-            tracing::warn!(%error, "health check: database unreachable");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                axum::Json(json!({ "status": "unavailable", "database": "unreachable" })),
-            )
-        }
-    }
 }

@@ -194,7 +194,12 @@ async fn queue_batch(
 /// `dlq` is dead; `cancelled` is added.
 async fn queue_status(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let counts = storage::runs::counts(&state.pool, Utc::now()).await?;
-    Ok(Json(json!({
+    Ok(Json(counts_json(&counts)))
+}
+
+/// The spec's queue statistics (`GET /api/queue/status`).
+pub(super) fn counts_json(counts: &storage::runs::Counts) -> Value {
+    json!({
         "pending": counts.pending,
         "running": counts.running,
         "waiting": counts.waiting,
@@ -203,7 +208,7 @@ async fn queue_status(State(state): State<AppState>) -> Result<Json<Value>, ApiE
         "dlq": counts.dead,
         "cancelled": counts.cancelled,
         "oldestPending": counts.oldest_pending,
-    })))
+    })
 }
 
 #[derive(Debug, Deserialize)]

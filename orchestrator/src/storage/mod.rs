@@ -9,6 +9,7 @@
 pub mod attempts;
 pub mod history;
 pub mod hosts;
+pub mod maintenance;
 pub mod modules;
 pub mod runs;
 pub mod services;

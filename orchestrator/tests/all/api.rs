@@ -378,3 +378,58 @@ async fn queue_status_counts_runs_by_state() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_tick_in_maintenance_mode_claims_nothing_until_it_ends() -> Result<()> {
+    let orchestrator = TestOrchestrator::start(Mode::Serverless).await?;
+    orchestrator
+        .post("/api/register", &worker_registration("1.0.0", "a1"))
+        .await?;
+    orchestrator.enqueue("download", json!({})).await?;
+
+    // Bad requests change nothing.
+    for (body, field) in [
+        (json!({ "reason": 5 }), "reason"),
+        (json!({ "reason": "x".repeat(501) }), "reason"),
+        (json!({ "why": "typo" }), "why"),
+    ] {
+        let (status, answer) = orchestrator.post("/api/maintenance/enter", &body).await?;
+        assert_eq!(status, 400, "{answer}");
+        assert!(answer.to_string().contains(field), "{answer}");
+    }
+    let (_, status) = orchestrator.get("/api/maintenance").await?;
+    assert_eq!(status["enabled"], false, "{status}");
+
+    // An empty body is fine; entering twice keeps the first entry.
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/maintenance/enter", orchestrator.url))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 200);
+    let first: Value = response.json().await?;
+    let (_, again) = orchestrator
+        .post("/api/maintenance/enter", &json!({ "reason": "later" }))
+        .await?;
+    assert_eq!(again["since"], first["since"], "{again}");
+    assert_eq!(again["reason"], Value::Null, "{again}");
+
+    let (_, tick) = orchestrator.post("/api/tick", &json!({})).await?;
+    assert_eq!(
+        (tick["claimed"].clone(), tick["maintenance"].clone()),
+        (json!(0), json!(true)),
+        "{tick}"
+    );
+    let (_, counts) = orchestrator.get("/api/queue/status").await?;
+    assert_eq!(counts["pending"], 1, "{counts}");
+
+    orchestrator
+        .post("/api/maintenance/exit", &json!({}))
+        .await?;
+    let (_, tick) = orchestrator.post("/api/tick", &json!({})).await?;
+    assert_eq!(
+        (tick["claimed"].clone(), tick["maintenance"].clone()),
+        (json!(1), json!(false)),
+        "{tick}"
+    );
+    Ok(())
+}

@@ -185,3 +185,60 @@ async fn in_serverless_mode_runs_wait_for_a_tick() -> Result<()> {
     assert_eq!(idle["claimed"], 0, "{idle}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_mode_lets_a_running_attempt_finish_and_starts_nothing_new() -> Result<()> {
+    let orchestrator = TestOrchestrator::start(Mode::Standalone).await?;
+    let worker = python_worker(&orchestrator.url, &[]);
+    let running = orchestrator.enqueue("sleep", json!({ "ms": 1500 })).await?;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while worker_stats(&worker).await?["executions"][&running] != 1 {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "never dispatched");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let (status, entered) = orchestrator
+        .post(
+            "/api/maintenance/enter",
+            &json!({ "reason": "database upgrade" }),
+        )
+        .await?;
+    assert_eq!(status, 200, "{entered}");
+    assert_eq!(entered["enabled"], true);
+    assert_eq!(entered["reason"], "database upgrade");
+    assert_eq!(entered["runningAttempts"], 1);
+    let waiting = orchestrator
+        .enqueue("greet", json!({ "name": "Grace" }))
+        .await?;
+
+    let (_, info) = orchestrator.get("/api/info").await?;
+    assert_eq!(info["maintenance"]["enabled"], true, "{info}");
+    assert_eq!(info["maintenance"]["reason"], "database upgrade", "{info}");
+    assert_eq!(info["mode"], "standalone", "{info}");
+    assert_eq!(info["version"], env!("CARGO_PKG_VERSION"), "{info}");
+    assert_eq!(info["queue"]["running"], 1, "{info}");
+    assert_eq!(info["queue"]["pending"], 1, "{info}");
+    let (_, health) = orchestrator.get("/health").await?;
+    assert_eq!(health["maintenance"], true, "{health}");
+
+    // The attempt that was running finishes normally …
+    let finished = orchestrator.wait_final(&running, PATIENCE).await?;
+    assert_eq!(finished["status"], "succeeded", "{finished}");
+    // … while the new run is not started, across many scheduler polls
+    // (every 100 ms here) and wake-ups.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, still) = orchestrator
+        .get(&format!("/api/task-runs/{waiting}"))
+        .await?;
+    assert_eq!(still["status"], "queued", "{still}");
+    assert!(worker_stats(&worker).await?["executions"][&waiting].is_null());
+
+    let (status, exited) = orchestrator
+        .post("/api/maintenance/exit", &json!({}))
+        .await?;
+    assert_eq!(status, 200, "{exited}");
+    assert_eq!(exited["enabled"], false);
+    let run = orchestrator.wait_final(&waiting, PATIENCE).await?;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    Ok(())
+}
