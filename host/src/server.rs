@@ -17,6 +17,10 @@
 //! 4. runs the attempt and reports with `POST /api/callback/{runId}`,
 //!    retrying while the orchestrator is unreachable.
 //!
+//! `POST /runs/{runId}/cancel` ([`CancelNotice`], with the attempt's
+//! token) interrupts an attempt at once when the orchestrator cancels it;
+//! no callback follows.
+//!
 //! The host registers itself with `POST /api/hosts` and repeats that as a
 //! liveness ping.
 
@@ -30,7 +34,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use pipeweave_protocol::wire::{
-    AttemptError, Callback, CallbackStatus, Dispatch, Heartbeat, HeartbeatResponse,
+    AttemptError, Callback, CallbackStatus, CancelNotice, Dispatch, Heartbeat, HeartbeatResponse,
     HostRegistration, HostRegistrationResponse, ResultRef,
 };
 use pipeweave_protocol::{CodeHash, FailureReason};
@@ -76,6 +80,29 @@ struct Host {
     /// Loaded tasks by code hash; each cell is filled once, by the first
     /// attempt that needs it.
     modules: Mutex<HashMap<String, Arc<OnceCell<Arc<LoadedTask>>>>>,
+    /// Attempts accepted and not finished, by run id, so a cancel notice
+    /// can reach them.
+    in_flight: Mutex<HashMap<String, InFlight>>,
+}
+
+/// What a cancel notice needs of an attempt in flight.
+#[derive(Debug, Clone)]
+struct InFlight {
+    attempt: u32,
+    attempt_token: String,
+    cancel: CancelToken,
+    abandoned: Arc<Abandoned>,
+}
+
+impl InFlight {
+    /// Stops the attempt: interrupts the guest (or keeps it from starting)
+    /// and sends no callback.
+    fn abandon(&self) {
+        self.abandoned
+            .0
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.cancel.cancel();
+    }
 }
 
 /// Serves dispatches on `listener` and pings the orchestrator until
@@ -97,10 +124,12 @@ pub async fn serve(
         config,
         http,
         modules: Mutex::new(HashMap::new()),
+        in_flight: Mutex::new(HashMap::new()),
     });
     let pinger = tokio::spawn(ping_loop(host.clone()));
     let app = Router::new()
         .route("/tasks/{task_id}", post(accept))
+        .route("/runs/{run_id}/cancel", post(cancel_notice))
         .route("/health", get(|| async { Json(json!({ "status": "ok" })) }))
         .with_state(host);
     let served = axum::serve(listener, app)
@@ -183,6 +212,40 @@ async fn accept(
     (StatusCode::ACCEPTED, Json(json!({ "accepted": true })))
 }
 
+/// `POST /runs/{runId}/cancel`: the orchestrator cancelled an attempt this
+/// host is running or queueing; it stops at once, with no callback.
+async fn cancel_notice(
+    State(host): State<Arc<Host>>,
+    Path(run_id): Path<String>,
+    Json(notice): Json<CancelNotice>,
+) -> (StatusCode, Json<Value>) {
+    let in_flight = host
+        .in_flight
+        .lock()
+        .ok()
+        .and_then(|attempts| attempts.get(&run_id).cloned());
+    match in_flight {
+        Some(attempt)
+            if attempt.attempt == notice.attempt
+                && attempt.attempt_token == notice.attempt_token =>
+        {
+            tracing::info!(%run_id, attempt = attempt.attempt, "attempt cancelled by the orchestrator; interrupting it");
+            attempt.abandon();
+            (StatusCode::OK, Json(json!({ "cancelled": true })))
+        }
+        Some(_) => (
+            StatusCode::CONFLICT,
+            Json(
+                json!({ "error": "attempt or attemptToken does not match the attempt running here" }),
+            ),
+        ),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": format!("no attempt of run {run_id} is running here") })),
+        ),
+    }
+}
+
 /// Progress reported by the guest, for the next heartbeat.
 #[derive(Debug, Default)]
 struct LatestProgress(Mutex<Option<(u8, Option<String>)>>);
@@ -206,12 +269,18 @@ async fn run_attempt(host: Arc<Host>, dispatch: Dispatch) {
     let cancel = CancelToken::new();
     let progress = Arc::new(LatestProgress::default());
     let abandoned = Arc::new(Abandoned::default());
+    let in_flight = InFlight {
+        attempt: dispatch.attempt,
+        attempt_token: dispatch.attempt_token.clone(),
+        cancel: cancel.clone(),
+        abandoned: abandoned.clone(),
+    };
+    let _registered = InFlightGuard::register(&host, &dispatch, in_flight.clone());
     let heartbeats = tokio::spawn(heartbeat_loop(
         host.clone(),
         dispatch.clone(),
-        cancel.clone(),
+        in_flight,
         progress.clone(),
-        abandoned.clone(),
     ));
     let callback = {
         let _slot = host.slots.acquire().await;
@@ -230,12 +299,43 @@ async fn run_attempt(host: Arc<Host>, dispatch: Dispatch) {
     send_callback(&host, &dispatch, &callback).await;
 }
 
+/// Keeps an attempt in [`Host::in_flight`] while it lives.
+struct InFlightGuard {
+    host: Arc<Host>,
+    run_id: String,
+    attempt: u32,
+}
+
+impl InFlightGuard {
+    fn register(host: &Arc<Host>, dispatch: &Dispatch, in_flight: InFlight) -> Self {
+        if let Ok(mut attempts) = host.in_flight.lock() {
+            attempts.insert(dispatch.run_id.clone(), in_flight);
+        }
+        Self {
+            host: host.clone(),
+            run_id: dispatch.run_id.clone(),
+            attempt: dispatch.attempt,
+        }
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if let Ok(mut attempts) = self.host.in_flight.lock()
+            && attempts
+                .get(&self.run_id)
+                .is_some_and(|a| a.attempt == self.attempt)
+        {
+            attempts.remove(&self.run_id);
+        }
+    }
+}
+
 async fn heartbeat_loop(
     host: Arc<Host>,
     dispatch: Dispatch,
-    cancel: CancelToken,
+    attempt: InFlight,
     progress: Arc<LatestProgress>,
-    abandoned: Arc<Abandoned>,
 ) {
     let interval = Duration::from_millis(dispatch.heartbeat_interval_ms.max(50));
     loop {
@@ -259,8 +359,7 @@ async fn heartbeat_loop(
                     || response.status() == StatusCode::NOT_FOUND =>
             {
                 tracing::info!(run_id = %dispatch.run_id, attempt = dispatch.attempt, "attempt superseded; interrupting it");
-                abandoned.0.store(true, std::sync::atomic::Ordering::SeqCst);
-                cancel.cancel();
+                attempt.abandon();
                 return;
             }
             Ok(response) if response.status().is_success() => {
@@ -270,8 +369,7 @@ async fn heartbeat_loop(
                     .is_ok_and(|answer| answer.cancel)
                 {
                     tracing::info!(run_id = %dispatch.run_id, "attempt cancelled by the orchestrator");
-                    abandoned.0.store(true, std::sync::atomic::Ordering::SeqCst);
-                    cancel.cancel();
+                    attempt.abandon();
                     return;
                 }
             }

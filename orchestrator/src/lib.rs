@@ -76,12 +76,19 @@ pub async fn connect(database_url: &str) -> Result<sqlx::PgPool> {
 
 /// The API state for a pool and configuration.
 pub fn app_state(pool: sqlx::PgPool, config: Config) -> api::AppState {
+    // The only TLS provider compiled in; reqwest needs one installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     api::AppState {
+        claims: scheduler::claims_pool(&pool, 4),
         pool,
         config: Arc::new(config),
         wake_scheduler: Arc::new(Notify::new()),
         started_at: chrono::Utc::now(),
         targets_changed: Arc::default(),
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .build()
+            .unwrap_or_default(),
     }
 }
 
@@ -89,8 +96,6 @@ pub fn app_state(pool: sqlx::PgPool, config: Config) -> api::AppState {
 /// scheduler and the heartbeat watch, until `shutdown`. Migrations must
 /// have been applied ([`storage::migrate`]).
 pub async fn serve(listener: TcpListener, state: api::AppState, shutdown: Shutdown) -> Result<()> {
-    // The only TLS provider compiled in; reqwest needs one installed.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut background = Vec::new();
     if state.config.mode == Mode::Standalone {
         let scheduler = Arc::new(scheduler::Scheduler::new(state.clone()));

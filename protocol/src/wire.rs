@@ -13,6 +13,7 @@
 //! | [`Callback`] → [`CallbackResponse`] | worker → orchestrator | `POST /api/callback/{runId}` |
 //! | [`HostRegistration`] → [`HostRegistrationResponse`] | host → orchestrator | `POST /api/hosts` |
 //! | [`ModuleUploaded`] | CLI → orchestrator | `PUT /api/modules/{codeHash}` (raw bytes) |
+//! | [`CancelNotice`] | orchestrator → host | `POST {hostUrl}/runs/{runId}/cancel` |
 //!
 //! Every dispatch carries a per-attempt `attemptToken`; heartbeats and the
 //! callback must send it back. A message whose token is not that of the
@@ -214,6 +215,18 @@ pub struct HeartbeatResponse {
     /// The attempt was cancelled (or is no longer current): stop it.
     #[serde(default)]
     pub cancel: bool,
+}
+
+/// Tells a host that a running attempt was cancelled, so it interrupts the
+/// guest now instead of at its next heartbeat. The token proves that the
+/// notice comes from the orchestrator that dispatched the attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CancelNotice {
+    /// The attempt that was cancelled.
+    pub attempt: u32,
+    /// Its token, as in its [`Dispatch`].
+    pub attempt_token: String,
 }
 
 /// How an attempt ended, in a [`Callback`].

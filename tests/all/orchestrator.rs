@@ -51,8 +51,13 @@ fn orchestrator(database_url: &str, port: u16) -> Server {
     Server::start(command, Duration::from_secs(30))
 }
 
-/// `pipeweave host` taking work from `orchestrator_url`.
+/// `pipeweave host` taking work from `orchestrator_url`, 4 at a time.
 fn host(orchestrator_url: &str, id: &str) -> Server {
+    host_with_capacity(orchestrator_url, id, 4)
+}
+
+/// `pipeweave host` running `capacity` attempts at a time.
+fn host_with_capacity(orchestrator_url: &str, id: &str, capacity: u32) -> Server {
     let mut command = Command::new(env!("CARGO_BIN_EXE_pipeweave"));
     command
         .args([
@@ -62,7 +67,7 @@ fn host(orchestrator_url: &str, id: &str) -> Server {
             "--listen",
             "127.0.0.1:0",
             "--capacity",
-            "4",
+            &capacity.to_string(),
         ])
         .args(["--host-id", id])
         .env(
@@ -172,6 +177,97 @@ async fn a_wasm_task_runs_through_the_queue_on_a_host() -> Result<()> {
         "an empty name fails without retries: {run}"
     );
     assert_eq!(run["error"]["code"], "EMPTY_NAME");
+    Ok(())
+}
+
+/// Waits until a run is running.
+async fn wait_running(url: &str, run_id: &str) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let run: Value = client()
+            .get(format!("{url}/api/task-runs/{run_id}"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if run["status"] == "running" {
+            return Ok(());
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "never started: {run}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn cancel(url: &str, run_id: &str, body: Value) -> Result<(u16, Value)> {
+    let response = client()
+        .post(format!("{url}/api/task-runs/{run_id}/cancel"))
+        .json(&body)
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    Ok((status, response.json().await?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_run_and_a_spinning_run_on_a_host_are_each_cancelled_within_a_second() -> Result<()>
+{
+    let database_url = database();
+    let orchestrator = orchestrator(&database_url, 0);
+    register(&orchestrator.url, "misbehave");
+    let _host = host_with_capacity(&orchestrator.url, "host-one", 1);
+    let spinning = enqueue(&orchestrator.url, "misbehave", json!({ "mode": "spin" })).await?;
+    wait_running(&orchestrator.url, &spinning).await?;
+    // The host's one slot is taken, so this one waits in the queue.
+    let quick = json!({ "mode": "sleep", "ms": 1 });
+    let queued = enqueue(&orchestrator.url, "misbehave", quick.clone()).await?;
+
+    let started = std::time::Instant::now();
+    let (status, answer) = cancel(
+        &orchestrator.url,
+        &queued,
+        json!({ "cancelledBy": "ops@example.com", "reason": "not needed" }),
+    )
+    .await?;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["previousStatus"], "queued", "{answer}");
+    let run = wait_final(&orchestrator.url, &queued, Duration::from_secs(1)).await?;
+    assert_eq!(run["status"], "cancelled", "{run}");
+    assert_eq!(run["cancelledBy"], "ops@example.com", "{run}");
+    assert_eq!(run["cancelReason"], "not needed", "{run}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    let (status, again) = cancel(&orchestrator.url, &queued, json!({})).await?;
+    assert_eq!(status, 409, "cancelling twice: {again}");
+
+    // The spinning guest never yields; its task's timeout is 5 s. The host
+    // interrupts it on the cancel notice, which frees its only slot: a new
+    // run completes long before the timeout could have done it.
+    let started = std::time::Instant::now();
+    let (status, answer) = cancel(&orchestrator.url, &spinning, json!({})).await?;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["previousStatus"], "running", "{answer}");
+    assert_eq!(answer["cancelledBy"], "api", "{answer}");
+    let next = enqueue(&orchestrator.url, "misbehave", quick).await?;
+    let run = wait_final(&orchestrator.url, &next, Duration::from_secs(30)).await?;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let freed_after = started.elapsed();
+    assert!(
+        freed_after < Duration::from_millis(1500),
+        "the host's slot came free {freed_after:?} after the cancel"
+    );
+    let run = wait_final(&orchestrator.url, &spinning, Duration::from_secs(1)).await?;
+    assert_eq!(run["status"], "cancelled", "{run}");
+    assert_eq!(run["attempts"][0]["outcome"], "cancelled", "{run}");
+    // The host sends no callback for it, and nothing changes it later.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let counts = queue_status(&orchestrator.url).await?;
+    assert_eq!(
+        (counts["cancelled"].clone(), counts["completed"].clone()),
+        (json!(2), json!(1)),
+        "{counts}"
+    );
     Ok(())
 }
 

@@ -22,6 +22,24 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     }
 }
 
+/// A JSON request body of type `T` that may also be left out (empty or
+/// blank), which means `T::default()`.
+#[derive(Debug)]
+pub struct OptionalApiJson<T>(pub T);
+
+impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let limit = state.config.max_body_bytes;
+        let bytes = read_body(request, limit).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(T::default()));
+        }
+        decode(&bytes).map(OptionalApiJson)
+    }
+}
+
 /// Reads a whole body, refusing one over `limit` bytes with 413.
 pub async fn read_body(request: Request, limit: usize) -> Result<axum::body::Bytes, ApiError> {
     axum::body::to_bytes(request.into_body(), limit)

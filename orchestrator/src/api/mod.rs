@@ -2,6 +2,7 @@
 //! Paths and JSON shapes follow the spec; additions are optional fields and
 //! new paths, never renames.
 
+mod cancel;
 pub mod error;
 pub mod json;
 mod operations;
@@ -27,6 +28,9 @@ use crate::config::Config;
 pub struct AppState {
     /// The database.
     pub pool: PgPool,
+    /// Connections for claims only, which commit without waiting for the
+    /// WAL flush ([`crate::scheduler::claims_pool`]).
+    pub claims: PgPool,
     /// The configuration.
     pub config: Arc<Config>,
     /// Wakes the scheduler when capacity appears (a host registers).
@@ -38,6 +42,9 @@ pub struct AppState {
     /// unreachable targets) recorded by this orchestrator; the scheduler
     /// reads its targets again when it moves.
     pub targets_changed: Arc<AtomicU64>,
+    /// The client for calls to hosts and workers (dispatches, cancel
+    /// notices); each call sets its own timeout.
+    pub http: reqwest::Client,
 }
 
 impl AppState {
@@ -53,6 +60,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(operations::router())
+        .merge(cancel::router())
         .merge(register::router())
         .merge(services::router())
         .merge(queue::router())

@@ -7,7 +7,7 @@
 //! running attempts finish (heartbeats, callbacks and retries' bookkeeping
 //! go on), and enqueued runs wait. Leaving it wakes the scheduler.
 
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
-use super::json::{decode, read_body};
+use super::json::OptionalApiJson;
 use crate::config::Mode;
 use crate::storage;
 use crate::storage::maintenance::Maintenance;
@@ -108,14 +108,8 @@ struct EnterRequest {
 /// Entering again changes nothing (the first reason and time stay).
 async fn enter_maintenance(
     State(state): State<AppState>,
-    request: Request,
+    OptionalApiJson(request): OptionalApiJson<EnterRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    let body = read_body(request, state.config.max_body_bytes).await?;
-    let request: EnterRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        EnterRequest::default()
-    } else {
-        decode(&body)?
-    };
     let reason = request.reason.map(|r| r.trim().to_owned());
     if reason.as_ref().is_some_and(|r| r.chars().count() > 500) {
         return Err(ApiError::invalid(

@@ -34,6 +34,8 @@ pub(super) fn summary(run: &RunRow) -> Map<String, Value> {
     put("progressMessage", json!(run.progress_message));
     put("metadata", run.metadata.clone().unwrap_or(Value::Null));
     put("error", run.error.clone().unwrap_or(Value::Null));
+    put("cancelledBy", json!(run.cancelled_by));
+    put("cancelReason", json!(run.cancel_reason));
     view
 }
 

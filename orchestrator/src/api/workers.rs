@@ -97,6 +97,14 @@ async fn record_heartbeat(
     )
     .await?;
     if !current {
+        // A cancelled attempt hears it from its heartbeat (spec-era workers
+        // know no other way); anything else that is not current is refused.
+        if let Ok(Some(now)) = storage::runs::attempt_state(&state.pool, run_id.0).await
+            && now.state == RunState::Cancelled
+            && now.attempt == attempt
+        {
+            return Ok(Json(HeartbeatResponse { cancel: true }));
+        }
         return Err(refusal(state, run_id, attempt).await);
     }
     Ok(Json(HeartbeatResponse { cancel: false }))

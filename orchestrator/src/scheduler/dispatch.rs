@@ -178,7 +178,7 @@ pub async fn dispatch_round(scheduler: &Scheduler) -> crate::Result<Round> {
     let start = rotation % targets.len().max(1);
     for target in targets[start..].iter().chain(&targets[..start]) {
         let claimed = storage::runs::claim(
-            &scheduler.claims,
+            &scheduler.state.claims,
             &target.task_ids,
             CLAIM_BATCH,
             Utc::now(),
@@ -204,7 +204,7 @@ pub async fn dispatch_round(scheduler: &Scheduler) -> crate::Result<Round> {
                 attempt: run.attempt,
                 attempt_token: run.attempt_token,
             };
-            let (http, state) = (scheduler.http.clone(), scheduler.state.clone());
+            let (http, state) = (scheduler.state.http.clone(), scheduler.state.clone());
             let (target_id, is_host) = (target.id.clone(), target.is_host);
             round.sends.push(tokio::spawn(async move {
                 let Err(failure) = send(&http, &url, &dispatch).await else {
@@ -309,7 +309,13 @@ struct SendFailure {
 }
 
 async fn send(http: &reqwest::Client, url: &str, dispatch: &Dispatch) -> Result<(), SendFailure> {
-    match http.post(url).json(dispatch).send().await {
+    match http
+        .post(url)
+        .timeout(DISPATCH_TIMEOUT)
+        .json(dispatch)
+        .send()
+        .await
+    {
         Ok(response) if response.status().is_success() => Ok(()),
         Ok(response) => {
             let status = response.status();

@@ -68,11 +68,6 @@ const WATCH_BATCH: i64 = 500;
 pub struct Scheduler {
     /// The API state (pool, config, wake-ups).
     pub state: AppState,
-    /// The HTTP client for dispatches.
-    pub http: reqwest::Client,
-    /// Connections for claims, which commit without waiting for the WAL
-    /// flush (see [`claims_pool`]).
-    claims: PgPool,
     /// The targets as last read.
     targets: Arc<Mutex<dispatch::TargetCache>>,
 }
@@ -80,16 +75,8 @@ pub struct Scheduler {
 impl Scheduler {
     /// A scheduler over `state`.
     pub fn new(state: AppState) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(dispatch::DISPATCH_TIMEOUT)
-            .pool_max_idle_per_host(64)
-            .build()
-            .unwrap_or_default();
-        let claims = claims_pool(&state.pool, 4);
         Self {
             state,
-            http,
-            claims,
             targets: Arc::default(),
         }
     }

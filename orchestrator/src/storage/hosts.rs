@@ -47,6 +47,13 @@ pub async fn live(pool: &PgPool, since: DateTime<Utc>) -> sqlx::Result<Vec<LiveH
     .await
 }
 
+/// Where a host receives requests, if `id` is a host.
+pub async fn url(pool: &PgPool, id: &str) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar!("select url from hosts where id = $1", id)
+        .fetch_optional(pool)
+        .await
+}
+
 /// Takes a host out of rotation until its next ping: a dispatch to it
 /// could not connect.
 pub async fn mark_unreachable(pool: &PgPool, id: &str) -> sqlx::Result<()> {

@@ -246,6 +246,76 @@ pub async fn fail(
     Ok(recorded.rows_affected() == 1)
 }
 
+/// What [`cancel`] did.
+#[derive(Debug, Clone)]
+pub struct Cancelled {
+    /// The state the run was in.
+    pub previous: RunState,
+    /// Its current (or last) attempt.
+    pub attempt: i32,
+    /// Whether this call cancelled it (false: it had already ended).
+    pub cancelled: bool,
+    /// The token of the attempt that was running, for telling its host.
+    pub attempt_token: Option<Uuid>,
+    /// Where that attempt ran.
+    pub target: Option<String>,
+}
+
+/// Cancels a run that has not ended, in one statement: a queued or
+/// retry-waiting run simply ends; a running one ends too, its attempt is
+/// recorded as cancelled (its token is cleared, so its heartbeats and
+/// callback change nothing from now on), and its task's running count
+/// drops. `None` if there is no such run.
+pub async fn cancel(
+    pool: &PgPool,
+    run_id: Uuid,
+    cancelled_by: &str,
+    reason: Option<&str>,
+    now: DateTime<Utc>,
+) -> sqlx::Result<Option<Cancelled>> {
+    sqlx::query_as!(
+        Cancelled,
+        r#"with current as (
+               select id, task_id, state, attempt, attempt_token, target, code_version,
+                      code_hash, started_at
+               from runs where id = $1
+               for update
+           ),
+           ended as (
+               update runs set state = 'cancelled', finished_at = $4, attempt_token = null,
+                   cancelled_by = $2, cancel_reason = $3
+               from current
+               where runs.id = current.id
+                 and current.state in ('queued', 'awaiting_retry', 'running')
+               returning runs.id
+           ),
+           interrupted as (
+               insert into attempts (run_id, attempt, outcome, target, code_version, code_hash,
+                                     started_at, finished_at, error)
+               select id, attempt, 'cancelled', target, code_version, code_hash, started_at, $4,
+                      jsonb_build_object('message', 'cancelled by ' || $2, 'reason', 'cancelled',
+                                         'retryable', false)
+               from current where state = 'running'
+           ),
+           released as (
+               update tasks set running_count = greatest(tasks.running_count - 1, 0)
+               from current
+               where tasks.id = current.task_id and current.state = 'running'
+                 and tasks.concurrency > 0
+           )
+           select state as "previous: RunState", attempt,
+                  exists (select from ended) as "cancelled!",
+                  attempt_token, target
+           from current"#,
+        run_id,
+        cancelled_by,
+        reason,
+        now
+    )
+    .fetch_optional(pool)
+    .await
+}
+
 /// Records a heartbeat (and progress, if given) of a run's current
 /// attempt. Returns whether the attempt was current.
 pub async fn heartbeat(
@@ -380,6 +450,10 @@ pub struct RunRow {
     pub result: Option<Value>,
     /// The last error.
     pub error: Option<Value>,
+    /// Who cancelled it, if it was cancelled.
+    pub cancelled_by: Option<String>,
+    /// Why, if they said.
+    pub cancel_reason: Option<String>,
 }
 
 /// One run.
@@ -388,7 +462,8 @@ pub async fn get(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<RunRow>> {
         RunRow,
         r#"select id, task_id, state as "state: RunState", priority, scheduled_at, input, metadata,
                   created_at, attempt, target, code_version, code_hash, started_at, heartbeat_at,
-                  progress, progress_message, finished_at, result, error
+                  progress, progress_message, finished_at, result, error, cancelled_by,
+                  cancel_reason
            from runs where id = $1"#,
         id
     )
@@ -425,7 +500,8 @@ pub async fn list(
         RunRow,
         r#"select id, task_id, state as "state: RunState", priority, scheduled_at, input, metadata,
                   created_at, attempt, target, code_version, code_hash, started_at, heartbeat_at,
-                  progress, progress_message, finished_at, result, error
+                  progress, progress_message, finished_at, result, error, cancelled_by,
+                  cancel_reason
            from runs
            where state = any($1::run_state[])
              and ($2::text is null or task_id = $2)

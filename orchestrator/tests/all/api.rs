@@ -433,3 +433,93 @@ async fn a_tick_in_maintenance_mode_claims_nothing_until_it_ends() -> Result<()>
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_cancelled_attempt_hears_it_from_its_heartbeat_and_its_callback_changes_nothing()
+-> Result<()> {
+    let orchestrator = TestOrchestrator::start(Mode::Serverless).await?;
+    let registration = json!({
+        "serviceId": "ops",
+        "baseUrl": "http://127.0.0.1:9",
+        "tasks": [{ "id": "limited", "codeHash": "l1", "concurrency": 1 }],
+    });
+    orchestrator.post("/api/register", &registration).await?;
+    let first = orchestrator.enqueue("limited", json!(1)).await?;
+    let second = orchestrator.enqueue("limited", json!(2)).await?;
+    let limited = ["limited".to_owned()];
+    let claim = || {
+        pipeweave_orchestrator::storage::runs::claim(
+            &orchestrator.pool,
+            &limited,
+            10,
+            chrono::Utc::now(),
+            "ops",
+            i64::MAX,
+        )
+    };
+    let claimed = claim().await?;
+    assert_eq!(claimed.len(), 1, "the limit of 1 holds");
+    let token = claimed[0].attempt_token.to_string();
+
+    // Bad requests change nothing.
+    for (path, body, field) in [
+        ("/api/task-runs/nope/cancel", json!({}), "id"),
+        (
+            &format!("/api/task-runs/{first}/cancel")[..],
+            json!({ "by": "x" }),
+            "by",
+        ),
+        (
+            &format!("/api/task-runs/{first}/cancel"),
+            json!({ "reason": "x".repeat(501) }),
+            "reason",
+        ),
+    ] {
+        let (status, answer) = orchestrator.post(path, &body).await?;
+        assert_eq!(status, 400, "{answer}");
+        assert!(answer.to_string().contains(field), "{answer}");
+    }
+    let (status, _) = orchestrator
+        .post(
+            "/api/task-runs/trun_0000000000000000000000000000abcd/cancel",
+            &json!({}),
+        )
+        .await?;
+    assert_eq!(status, 404);
+    let (_, still) = orchestrator.get(&format!("/api/task-runs/{first}")).await?;
+    assert_eq!(still["status"], "running", "{still}");
+
+    let (status, answer) = orchestrator
+        .post(
+            &format!("/api/task-runs/{first}/cancel"),
+            &json!({ "cancelledBy": "alice", "reason": "wrong input" }),
+        )
+        .await?;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["previousStatus"], "running");
+
+    let beat = json!({ "runId": first, "attempt": 1, "attemptToken": token });
+    let (status, answer) = orchestrator.post("/api/heartbeat", &beat).await?;
+    assert_eq!((status, answer), (200, json!({ "cancel": true })));
+    let late = json!({ "status": "success", "attempt": 1, "attemptToken": token, "output": 1 });
+    let (status, answer) = orchestrator
+        .post(&format!("/api/callback/{first}"), &late)
+        .await?;
+    assert_eq!(status, 409, "a late callback changes nothing: {answer}");
+
+    let (_, run) = orchestrator.get(&format!("/api/task-runs/{first}")).await?;
+    assert_eq!(run["status"], "cancelled", "{run}");
+    assert_eq!(run["cancelledBy"], "alice", "{run}");
+    assert_eq!(run["cancelReason"], "wrong input", "{run}");
+    assert!(run.get("output").is_none(), "{run}");
+    assert_eq!(run["attempts"][0]["outcome"], "cancelled", "{run}");
+
+    // Its concurrency slot is free again.
+    let next = claim().await?;
+    assert_eq!(next.len(), 1, "the cancelled attempt released its slot");
+    assert_eq!(
+        pipeweave_orchestrator::RunId(next[0].id).to_string(),
+        second
+    );
+    Ok(())
+}

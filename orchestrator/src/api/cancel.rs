@@ -1,0 +1,133 @@
+//! `POST /api/task-runs/{id}/cancel`: ends a run that has not ended.
+//!
+//! A queued or retry-waiting run is cancelled at once. A running one is
+//! cancelled in the database at once too: its attempt is recorded as
+//! cancelled and its token cleared, so its heartbeats learn of it
+//! (`{"cancel": true}`) and its callback changes nothing (409). A PipeWeave
+//! host is also told directly ([`CancelNotice`]), and interrupts the guest
+//! through the same epoch mechanism as a timeout, so even a guest spinning
+//! in a loop stops within moments.
+
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::{Json, Router, routing::post};
+use chrono::Utc;
+use pipeweave_protocol::wire::CancelNotice;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use super::json::OptionalApiJson;
+use crate::RunId;
+use crate::storage::{self, RunState};
+
+/// How long a host has to take a cancel notice.
+const NOTICE_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new().route("/api/task-runs/{id}/cancel", post(cancel))
+}
+
+/// The optional body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CancelRequest {
+    /// Who is cancelling (a person, a tool); `"api"` if not given.
+    cancelled_by: Option<String>,
+    /// Why.
+    reason: Option<String>,
+}
+
+fn bounded(field: &str, value: Option<String>, max: usize) -> Result<Option<String>, ApiError> {
+    let value = value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    if value.as_ref().is_some_and(|v| v.chars().count() > max) {
+        return Err(ApiError::invalid(
+            field,
+            format!("must be at most {max} characters"),
+        ));
+    }
+    Ok(value)
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    OptionalApiJson(request): OptionalApiJson<CancelRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let run_id: RunId = id
+        .parse()
+        .map_err(|e: crate::ids::InvalidRunId| ApiError::invalid("id", e.to_string()))?;
+    let cancelled_by =
+        bounded("cancelledBy", request.cancelled_by, 200)?.unwrap_or_else(|| "api".to_owned());
+    let reason = bounded("reason", request.reason, 500)?;
+    let outcome = storage::runs::cancel(
+        &state.pool,
+        run_id.0,
+        &cancelled_by,
+        reason.as_deref(),
+        Utc::now(),
+    )
+    .await?
+    .ok_or(ApiError::NotFound {
+        what: "task run",
+        id: run_id.to_string(),
+    })?;
+    if !outcome.cancelled {
+        return Err(ApiError::Conflict(format!(
+            "run {run_id} has already ended: it is {}",
+            outcome.previous.as_str()
+        )));
+    }
+    tracing::info!(%run_id, previous = outcome.previous.as_str(), %cancelled_by, "run cancelled");
+    if outcome.previous == RunState::Running
+        && let (Some(target), Some(token)) = (outcome.target, outcome.attempt_token)
+    {
+        let notice = CancelNotice {
+            attempt: u32::try_from(outcome.attempt).unwrap_or(0),
+            attempt_token: token.to_string(),
+        };
+        tokio::spawn(tell_host(state.clone(), target, run_id, notice));
+    }
+    Ok(Json(json!({
+        "runId": run_id,
+        "status": RunState::Cancelled.as_str(),
+        "previousStatus": outcome.previous.as_str(),
+        "cancelledBy": cancelled_by,
+        "reason": reason,
+    })))
+}
+
+/// Tells the host running the attempt, if its target is a host; a plain
+/// HTTP worker learns it from its next heartbeat instead.
+async fn tell_host(state: AppState, target: String, run_id: RunId, notice: CancelNotice) {
+    let url = match storage::hosts::url(&state.pool, &target).await {
+        Ok(Some(url)) => url,
+        Ok(None) => return,
+        Err(error) => {
+            tracing::warn!(%run_id, %target, %error, "cannot look up the host to tell it of a cancel");
+            return;
+        }
+    };
+    let url = format!("{}/runs/{run_id}/cancel", url.trim_end_matches('/'));
+    match state
+        .http
+        .post(&url)
+        .timeout(NOTICE_TIMEOUT)
+        .json(&notice)
+        .send()
+        .await
+    {
+        Ok(response) if response.status().is_success() => {
+            tracing::debug!(%run_id, %target, "host told of the cancel");
+        }
+        // 404: the attempt already ended there.
+        Ok(response) => {
+            tracing::debug!(%run_id, %target, status = %response.status(), "host did not take the cancel notice");
+        }
+        Err(error) => {
+            tracing::warn!(%run_id, %target, "cannot tell the host of a cancel (its next heartbeat will): {error}");
+        }
+    }
+}
