@@ -697,6 +697,7 @@ async fn latency_rounds(
         max_body_bytes: 1 << 20,
         max_module_bytes: 8 << 20,
         log_level: LogLevel::Minimal,
+        dlq_retention: Duration::from_secs(30 * 86_400),
     };
     let state = pipeweave_orchestrator::app_state(pool.clone(), config);
     let orchestrator = tokio::spawn(pipeweave_orchestrator::serve(

@@ -52,8 +52,10 @@ update runs set
     attempt = runs.attempt + 1,
     attempt_token = gen_random_uuid(),
     target = $4,
-    code_version = tasks.code_version,
-    code_hash = tasks.code_hash,
+    -- The task's current code, unless a dead-letter retry pinned the code
+    -- that failed.
+    code_version = coalesce(runs.pinned_code_version, tasks.code_version),
+    code_hash = coalesce(runs.pinned_code_hash, tasks.code_hash),
     started_at = $3,
     heartbeat_at = $3,
     deadline_at = $3 + tasks.timeout_ms * interval '1 millisecond',
@@ -64,5 +66,6 @@ from chosen
 join tasks on tasks.id = chosen.task_id
 where runs.id = chosen.id
 returning runs.id, runs.task_id, runs.attempt, runs.attempt_token as "attempt_token!",
-          runs.input, tasks.code_version, tasks.code_hash, tasks.timeout_ms,
+          runs.input, runs.code_version as "code_version!", runs.code_hash as "code_hash!",
+          tasks.timeout_ms,
           tasks.heartbeat_interval_ms;

@@ -77,6 +77,9 @@ pub struct Args {
     /// Log verbosity.
     #[arg(long, env = "LOG_LEVEL", value_enum, default_value = "normal")]
     pub log_level: LogLevel,
+    /// Days a dead run stays in the dead-letter queue before it is purged.
+    #[arg(long, env = "DLQ_RETENTION_DAYS", default_value_t = 30)]
+    pub dlq_retention_days: u32,
 }
 
 /// A configuration value that is missing or malformed.
@@ -123,6 +126,8 @@ pub struct Config {
     pub max_module_bytes: usize,
     /// Log verbosity.
     pub log_level: LogLevel,
+    /// How long a dead run stays in the dead-letter queue.
+    pub dlq_retention: Duration,
 }
 
 impl Config {
@@ -162,6 +167,12 @@ impl Args {
                 reason: "must be at least 1".into(),
             });
         }
+        if self.dlq_retention_days == 0 {
+            return Err(ConfigError::Invalid {
+                variable: "DLQ_RETENTION_DAYS",
+                reason: "must be at least 1".into(),
+            });
+        }
         if self.poll_interval_ms == 0 {
             return Err(ConfigError::Invalid {
                 variable: "POLL_INTERVAL_MS",
@@ -192,6 +203,7 @@ impl Args {
             max_body_bytes: self.max_body_bytes,
             max_module_bytes: self.max_module_bytes,
             log_level: self.log_level,
+            dlq_retention: Duration::from_secs(u64::from(self.dlq_retention_days) * 86_400),
         })
     }
 }

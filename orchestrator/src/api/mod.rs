@@ -3,6 +3,7 @@
 //! new paths, never renames.
 
 mod cancel;
+mod dlq;
 pub mod error;
 pub mod json;
 mod operations;
@@ -61,6 +62,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(operations::router())
         .merge(cancel::router())
+        .merge(dlq::router())
         .merge(register::router())
         .merge(services::router())
         .merge(queue::router())

@@ -249,18 +249,8 @@ async fn queue_items(
     State(state): State<AppState>,
     query: Result<Query<ItemsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(query) = query.map_err(|rejection| ApiError::MalformedJson {
-        field: None,
-        message: format!("query string: {}", rejection.body_text()),
-    })?;
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::invalid("limit", "must be between 1 and 1000"));
-    }
-    let offset = query.offset.unwrap_or(0);
-    if offset < 0 {
-        return Err(ApiError::invalid("offset", "must be 0 or more"));
-    }
+    let Query(query) = query.map_err(query_error)?;
+    let (limit, offset) = page(query.limit, query.offset)?;
     let filter = storage::runs::ListFilter {
         states: query
             .status
@@ -280,6 +270,27 @@ async fn queue_items(
     Ok(Json(
         json!({ "items": items, "total": total, "limit": limit, "offset": offset }),
     ))
+}
+
+/// A query string that does not parse, as a 400.
+pub(super) fn query_error(rejection: axum::extract::rejection::QueryRejection) -> ApiError {
+    ApiError::MalformedJson {
+        field: None,
+        message: format!("query string: {}", rejection.body_text()),
+    }
+}
+
+/// Checks `limit` (1–1000, default 50) and `offset` (0 or more, default 0).
+pub(super) fn page(limit: Option<i64>, offset: Option<i64>) -> Result<(i64, i64), ApiError> {
+    let limit = limit.unwrap_or(50);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit", "must be between 1 and 1000"));
+    }
+    let offset = offset.unwrap_or(0);
+    if offset < 0 {
+        return Err(ApiError::invalid("offset", "must be 0 or more"));
+    }
+    Ok((limit, offset))
 }
 
 async fn task_run(

@@ -1,5 +1,6 @@
 //! `POST /api/tick`: one bounded round of the scheduler's work — fail
-//! overdue attempts, then claim and dispatch what is due — for serverless
+//! overdue attempts, purge the dead-letter queue past its retention, then
+//! claim and dispatch what is due — for serverless
 //! mode, where a cron job calls it instead of a background loop. It works
 //! in standalone mode too. Several ticks at once are safe: claims skip each
 //! other's rows. In maintenance mode a tick still fails overdue attempts
@@ -25,6 +26,7 @@ async fn tick(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let started = Instant::now();
     let scheduler = Scheduler::new(state);
     let failed_overdue = scheduler::watch_round(&scheduler, chrono::Utc::now()).await?;
+    let dlq_purged = scheduler::purge_round(&scheduler, chrono::Utc::now()).await?;
     let maintenance = storage::maintenance::current(&scheduler.state.pool).await?;
     if let Some(maintenance) = &maintenance {
         // Overdue attempts are still failed above; nothing new is claimed.
@@ -54,6 +56,7 @@ async fn tick(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
         "dispatched": report.dispatched,
         "dispatchFailed": report.failed,
         "overdueFailed": failed_overdue,
+        "dlqPurged": dlq_purged,
         "maintenance": maintenance.is_some(),
         "durationMs": duration_ms,
     })))

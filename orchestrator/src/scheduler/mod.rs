@@ -111,14 +111,22 @@ impl Scheduler {
         }
     }
 
-    /// Watches heartbeats and deadlines until shutdown.
+    /// Watches heartbeats and deadlines until shutdown, and purges the
+    /// dead-letter queue past its retention every [`PURGE_EVERY`].
     pub async fn run_watch(self: Arc<Self>, shutdown: Shutdown) {
         let every = self
             .state
             .config
             .poll_interval
             .min(Duration::from_millis(250));
+        let mut last_purge: Option<std::time::Instant> = None;
         while !shutdown.is_stopping() {
+            if last_purge.is_none_or(|at| at.elapsed() >= PURGE_EVERY) {
+                last_purge = Some(std::time::Instant::now());
+                if let Err(error) = purge_round(&self, Utc::now()).await {
+                    tracing::warn!(error = %crate::error_chain(&error), "dead-letter purge failed");
+                }
+            }
             match watch_round(&self, Utc::now()).await {
                 Ok(n) if n > 0 => self.state.wake_scheduler.notify_one(),
                 Ok(_) => {}
@@ -132,6 +140,24 @@ impl Scheduler {
             }
         }
     }
+}
+
+/// How often a standalone orchestrator purges the dead-letter queue.
+pub const PURGE_EVERY: Duration = Duration::from_secs(600);
+
+/// Deletes dead runs that died longer than `DLQ_RETENTION_DAYS` before
+/// `now`; returns how many.
+pub async fn purge_round(scheduler: &Scheduler, now: DateTime<Utc>) -> crate::Result<i64> {
+    let retention = chrono::Duration::from_std(scheduler.state.config.dlq_retention)
+        .unwrap_or(chrono::Duration::MAX);
+    let Some(before) = now.checked_sub_signed(retention) else {
+        return Ok(0);
+    };
+    let purged = storage::dlq::purge(&scheduler.state.pool, before).await?;
+    if purged > 0 {
+        tracing::info!(purged, %before, "dead-letter queue purged past its retention");
+    }
+    Ok(purged)
 }
 
 /// Fails every attempt that is overdue at `now`; returns how many.

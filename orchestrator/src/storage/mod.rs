@@ -7,6 +7,7 @@
 //! `now()`, so the scheduler's notion of time is the only one.
 
 pub mod attempts;
+pub mod dlq;
 pub mod history;
 pub mod hosts;
 pub mod maintenance;

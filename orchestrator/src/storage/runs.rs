@@ -90,9 +90,10 @@ pub struct Claimed {
     pub attempt_token: Uuid,
     /// The run's input.
     pub input: Value,
-    /// The task's code version now.
+    /// The code version the attempt runs: the task's now, or the one a
+    /// dead-letter retry pinned.
     pub code_version: i32,
-    /// The task's code hash now.
+    /// The code hash the attempt runs.
     pub code_hash: String,
     /// The task's timeout.
     pub timeout_ms: i64,

@@ -5,6 +5,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 
+use super::Runtime;
+
 /// What registration needs to know about a task that already exists.
 #[derive(Debug, Clone)]
 pub struct Registered {
@@ -157,4 +159,22 @@ pub async fn wasm_task_ids(pool: &PgPool) -> sqlx::Result<Vec<String>> {
     )
     .fetch_all(pool)
     .await
+}
+
+/// Where a task runs: the runtime of its service.
+pub async fn runtime(pool: &PgPool, id: &str) -> sqlx::Result<Option<Runtime>> {
+    sqlx::query_scalar!(
+        r#"select s.runtime as "runtime: Runtime"
+           from tasks t join services s on s.id = t.service_id where t.id = $1"#,
+        id
+    )
+    .fetch_optional(pool)
+    .await
+}
+
+/// A task's current code version.
+pub async fn code_version(pool: &PgPool, id: &str) -> sqlx::Result<Option<i32>> {
+    sqlx::query_scalar!("select code_version from tasks where id = $1", id)
+        .fetch_optional(pool)
+        .await
 }

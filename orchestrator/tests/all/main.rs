@@ -5,6 +5,7 @@
 
 mod api;
 mod claim;
+mod dlq;
 mod e2e;
 
 use std::time::Duration;
@@ -70,6 +71,7 @@ impl TestOrchestrator {
             max_body_bytes: 64 * 1024,
             max_module_bytes: 8 << 20,
             log_level: LogLevel::Normal,
+            dlq_retention: Duration::from_secs(30 * 86_400),
         };
         let state = pipeweave_orchestrator::app_state(pool.clone(), config);
         let (trigger, shutdown) = Shutdown::new();

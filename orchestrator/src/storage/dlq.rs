@@ -1,0 +1,165 @@
+//! The dead-letter queue: dead runs themselves, not copies. A retry
+//! enqueues a new run pointing back at the dead one (`retry_of`, unique, so
+//! a dead run is retried once); a purge deletes dead runs past an age.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::RunState;
+use super::runs::RunRow;
+
+/// Filters for [`list`].
+#[derive(Debug, Clone, Default)]
+pub struct DlqFilter {
+    /// Only runs of this task.
+    pub task_id: Option<String>,
+    /// Only runs that died at or after this.
+    pub since: Option<DateTime<Utc>>,
+    /// Only runs that died before this.
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// Dead runs not retried yet, the most recent death first, and how many
+/// match in all.
+pub async fn list(
+    pool: &PgPool,
+    filter: &DlqFilter,
+    limit: i64,
+    offset: i64,
+) -> sqlx::Result<(Vec<RunRow>, i64)> {
+    let rows = sqlx::query_as!(
+        RunRow,
+        r#"select id, task_id, state as "state: RunState", priority, scheduled_at, input, metadata,
+                  created_at, attempt, target, code_version, code_hash, started_at, heartbeat_at,
+                  progress, progress_message, finished_at, result, error, cancelled_by,
+                  cancel_reason
+           from runs
+           where state = 'dead'
+             and ($1::text is null or task_id = $1)
+             and ($2::timestamptz is null or finished_at >= $2)
+             and ($3::timestamptz is null or finished_at < $3)
+             and not exists (select from runs retry where retry.retry_of = runs.id)
+           order by finished_at desc, id desc
+           limit $4 offset $5"#,
+        filter.task_id.as_deref(),
+        filter.since,
+        filter.until,
+        limit,
+        offset
+    )
+    .fetch_all(pool)
+    .await?;
+    let total = sqlx::query_scalar!(
+        r#"select count(*) as "count!" from runs
+           where state = 'dead'
+             and ($1::text is null or task_id = $1)
+             and ($2::timestamptz is null or finished_at >= $2)
+             and ($3::timestamptz is null or finished_at < $3)
+             and not exists (select from runs retry where retry.retry_of = runs.id)"#,
+        filter.task_id.as_deref(),
+        filter.since,
+        filter.until,
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok((rows, total))
+}
+
+/// The run that retried `dead_id`, if any.
+pub async fn retried_as(pool: &PgPool, dead_id: Uuid) -> sqlx::Result<Option<Uuid>> {
+    sqlx::query_scalar!("select id from runs where retry_of = $1", dead_id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// A retry that was enqueued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retry {
+    /// The dead run.
+    pub dead_id: Uuid,
+    /// The new run.
+    pub run_id: Uuid,
+    /// The code version it will run: pinned, or `None` for whatever the
+    /// task's current code is when it is claimed.
+    pub pinned_code_version: Option<i32>,
+}
+
+/// Enqueues a new run for each dead run in `retries` (dead id, new id), at
+/// `now`, with the same task, input, metadata and priority; `pin` keeps the
+/// code of the failed attempt instead of the task's current code. Dead runs
+/// that are gone, not dead or already retried are skipped (the unique
+/// `retry_of` decides between concurrent retries). Returns what was
+/// enqueued.
+pub async fn retry(
+    pool: &PgPool,
+    retries: &[(Uuid, Uuid)],
+    pin: bool,
+    now: DateTime<Utc>,
+) -> sqlx::Result<Vec<Retry>> {
+    let dead_ids: Vec<Uuid> = retries.iter().map(|r| r.0).collect();
+    let new_ids: Vec<Uuid> = retries.iter().map(|r| r.1).collect();
+    sqlx::query_as!(
+        Retry,
+        r#"insert into runs (id, task_id, priority, scheduled_at, input, metadata, created_at,
+                             retry_of, pinned_code_version, pinned_code_hash)
+           select wanted.new_id, dead.task_id, dead.priority, $3, dead.input, dead.metadata, $3,
+                  dead.id, case when $4 then dead.code_version end,
+                  case when $4 then dead.code_hash end
+           from unnest($1::uuid[], $2::uuid[]) as wanted (dead_id, new_id)
+           join runs dead on dead.id = wanted.dead_id and dead.state = 'dead'
+           order by wanted.new_id
+           on conflict (retry_of) where retry_of is not null do nothing
+           returning retry_of as "dead_id!", id as run_id, pinned_code_version"#,
+        &dead_ids,
+        &new_ids,
+        now,
+        pin
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Up to `limit` dead runs not retried yet, oldest death first, of one
+/// task or of all.
+pub async fn unretried(
+    pool: &PgPool,
+    task_id: Option<&str>,
+    limit: i64,
+) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar!(
+        r#"select id from runs
+           where state = 'dead' and ($1::text is null or task_id = $1)
+             and not exists (select from runs retry where retry.retry_of = runs.id)
+           order by finished_at, id
+           limit $2"#,
+        task_id,
+        limit
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Deletes dead runs that died before `before`, with their attempts, and
+/// clears the pointers of the runs that retried them. Returns how many.
+pub async fn purge(pool: &PgPool, before: DateTime<Utc>) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(
+        r#"with doomed as (
+               select id from runs where state = 'dead' and finished_at < $1
+           ),
+           unlinked as (
+               update runs set retry_of = null
+               where retry_of in (select id from doomed) and id not in (select id from doomed)
+           ),
+           attempts_gone as (
+               delete from attempts where run_id in (select id from doomed)
+           ),
+           gone as (
+               delete from runs where id in (select id from doomed) returning 1
+           )
+           select count(*) as "count!" from gone"#,
+        before
+    )
+    .fetch_one(pool)
+    .await
+}
