@@ -78,7 +78,7 @@ def noop(dispatch):
 DEFAULTS = {"timeout": 300, "retries": 3, "retryDelayMs": 100, "retryBackoff": "fixed",
             "heartbeatIntervalMs": 1000, "concurrency": 0}
 
-def task_table(limit_concurrency):
+def task_table(limit_concurrency, sleep_heartbeat_ms=300):
     """Task id -> (handler, registered options)."""
     return {
         "greet": (greet, {"retries": 0}),
@@ -86,7 +86,7 @@ def task_table(limit_concurrency):
         "always-fails": (always_fails, {"retries": 2, "retryDelayMs": 50,
                                         "retryBackoff": "exponential"}),
         "fatal": (fatal, {"retries": 5}),
-        "sleep": (sleep, {"heartbeatIntervalMs": 300, "timeout": 60}),
+        "sleep": (sleep, {"heartbeatIntervalMs": sleep_heartbeat_ms, "timeout": 60}),
         "limited": (limited, {"concurrency": limit_concurrency}),
         "noop": (noop, {}),
     }
@@ -297,8 +297,10 @@ def main():
     parser.add_argument("--version", default="0.1.0")
     parser.add_argument("--limit-concurrency", type=int, default=2,
                         help="the concurrency declared for the `limited` task")
+    parser.add_argument("--sleep-heartbeat-ms", type=int, default=300,
+                        help="the heartbeat interval declared for the `sleep` task")
     args = parser.parse_args()
-    tasks = task_table(args.limit_concurrency)
+    tasks = task_table(args.limit_concurrency, args.sleep_heartbeat_ms)
     server = Server((args.host, args.port), Handler)
     server.tasks, server.stats = tasks, Stats(tasks)
     base_url = "http://%s:%d" % (args.host, server.server_address[1])

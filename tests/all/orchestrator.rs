@@ -322,7 +322,10 @@ async fn the_orchestrator_killed_mid_dispatch_restarts_and_every_run_completes_o
     let port = free_port();
     let mut first = orchestrator(&database_url, port);
     let url = first.url.clone();
-    let worker = python_worker(&url, &[]);
+    // Heartbeats every second, so an attempt is lost only after 2 s of
+    // silence: this test is about the orchestrator's crash, and on a busy
+    // machine a 300 ms interval can lose attempts to CPU starvation alone.
+    let worker = python_worker(&url, &["--sleep-heartbeat-ms", "1000"]);
     let tasks: Vec<Value> = (0..RUNS)
         .map(|_| json!({ "taskId": "sleep", "input": { "ms": 200 } }))
         .collect();

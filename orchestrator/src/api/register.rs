@@ -3,6 +3,12 @@
 //! history and is returned in `codeChanges`. A service without `baseUrl`
 //! is a set of WebAssembly modules, which must have been uploaded first
 //! (`PUT /api/modules/{codeHash}`); PipeWeave hosts run them.
+//!
+//! Orphan cleanup: when a service registers a different `version` without
+//! a task it registered before, that task takes no new runs, its queued and
+//! retry-waiting runs are cancelled ("Task type removed in version …") and
+//! counted in `orphansCancelled`. The same version registering again (a
+//! restart) changes nothing.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -100,7 +106,7 @@ async fn register(
     let now = chrono::Utc::now();
     let mut tx = state.pool.begin().await?;
     let capacity = request.capacity.map(|c| c as i32);
-    storage::services::upsert(
+    let previous_version = storage::services::upsert(
         &mut tx,
         &request.service_id,
         &request.version,
@@ -186,8 +192,31 @@ async fn register(
             storage::tasks::recount_running(&mut tx, &descriptor.id).await?;
         }
     }
+    // Orphan cleanup, on a change of version only: a restart that
+    // registers the same version keeps everything.
+    let orphans_cancelled = match previous_version {
+        Some(previous) if previous != request.version => {
+            storage::tasks::remove_orphans(
+                &mut tx,
+                &request.service_id,
+                &ids,
+                &request.version,
+                now,
+            )
+            .await?
+        }
+        _ => 0,
+    };
     tx.commit().await?;
     state.note_targets_changed();
+    if orphans_cancelled > 0 {
+        tracing::info!(
+            service_id = %request.service_id,
+            version = %request.version,
+            orphans_cancelled,
+            "runs of removed task types cancelled"
+        );
+    }
 
     tracing::info!(
         service_id = %request.service_id,
@@ -200,6 +229,6 @@ async fn register(
         service_id: request.service_id,
         version: request.version,
         code_changes,
-        orphans_cancelled: 0,
+        orphans_cancelled: u64::try_from(orphans_cancelled).unwrap_or(0),
     }))
 }

@@ -56,7 +56,7 @@ pub async fn enqueue(
            ),
            known as (
                select new.*, tasks.priority as default_priority
-               from new join tasks on tasks.id = new.task_id
+               from new join tasks on tasks.id = new.task_id and tasks.removed_in_version is null
            )
            insert into runs (id, task_id, priority, scheduled_at, input, metadata, created_at)
            select id, task_id, coalesce(priority, default_priority), scheduled_at, input,

@@ -103,7 +103,8 @@ pub async fn http_targets(pool: &PgPool, now: DateTime<Utc>) -> sqlx::Result<Vec
     sqlx::query_as!(
         HttpTarget,
         r#"select s.id, s.base_url as "base_url!", s.capacity,
-                  array(select t.id from tasks t where t.service_id = s.id) as "task_ids!"
+                  array(select t.id from tasks t
+                        where t.service_id = s.id and t.removed_in_version is null) as "task_ids!"
            from services s
            where s.runtime = 'http' and (s.unreachable_until is null or s.unreachable_until <= $1)"#,
         now

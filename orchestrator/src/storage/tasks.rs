@@ -76,7 +76,7 @@ pub async fn upsert(
                priority = excluded.priority, concurrency = excluded.concurrency,
                timeout_ms = excluded.timeout_ms,
                heartbeat_interval_ms = excluded.heartbeat_interval_ms,
-               updated_at = excluded.updated_at"#,
+               removed_in_version = null, updated_at = excluded.updated_at"#,
         task.id,
         task.service_id,
         task.code_hash,
@@ -145,7 +145,7 @@ pub async fn list_for_service(pool: &PgPool, service_id: &str) -> sqlx::Result<V
 pub async fn unknown(pool: &PgPool, ids: &[String]) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar!(
         r#"select id as "id!" from unnest($1::text[]) id
-           where not exists (select 1 from tasks t where t.id = id)"#,
+           where not exists (select 1 from tasks t where t.id = id and t.removed_in_version is null)"#,
         ids
     )
     .fetch_all(pool)
@@ -155,7 +155,8 @@ pub async fn unknown(pool: &PgPool, ids: &[String]) -> sqlx::Result<Vec<String>>
 /// The tasks PipeWeave hosts run (those of wasm services).
 pub async fn wasm_task_ids(pool: &PgPool) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar!(
-        "select t.id from tasks t join services s on s.id = t.service_id where s.runtime = 'wasm'"
+        "select t.id from tasks t join services s on s.id = t.service_id
+         where s.runtime = 'wasm' and t.removed_in_version is null"
     )
     .fetch_all(pool)
     .await
@@ -177,4 +178,38 @@ pub async fn code_version(pool: &PgPool, id: &str) -> sqlx::Result<Option<i32>> 
     sqlx::query_scalar!("select code_version from tasks where id = $1", id)
         .fetch_optional(pool)
         .await
+}
+
+/// Marks the tasks of `service_id` that are not in `kept` as removed in
+/// `version`, and cancels their queued and retry-waiting runs (running
+/// ones finish). Returns how many runs were cancelled.
+pub async fn remove_orphans(
+    conn: &mut PgConnection,
+    service_id: &str,
+    kept: &[String],
+    version: &str,
+    now: DateTime<Utc>,
+) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(
+        r#"with orphans as (
+               update tasks set removed_in_version = $3, updated_at = $4
+               where service_id = $1 and not (id = any($2)) and removed_in_version is null
+               returning id
+           ),
+           cancelled as (
+               update runs set state = 'cancelled', finished_at = $4,
+                   cancelled_by = 'orphan cleanup',
+                   cancel_reason = 'Task type removed in version ' || $3
+               where task_id in (select id from orphans)
+                 and state in ('queued', 'awaiting_retry')
+               returning 1
+           )
+           select count(*) as "count!" from cancelled"#,
+        service_id,
+        kept,
+        version,
+        now
+    )
+    .fetch_one(conn)
+    .await
 }

@@ -523,3 +523,81 @@ async fn a_cancelled_attempt_hears_it_from_its_heartbeat_and_its_callback_change
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn orphan_cleanup_cancels_only_removed_task_types_and_only_on_a_version_change() -> Result<()>
+{
+    let orchestrator = TestOrchestrator::start(Mode::Serverless).await?;
+    orchestrator
+        .post("/api/register", &worker_registration("1.0.0", "a1"))
+        .await?;
+    let running = orchestrator.enqueue("extract", json!(1)).await?;
+    pipeweave_orchestrator::storage::runs::claim(
+        &orchestrator.pool,
+        &["extract".to_owned()],
+        1,
+        chrono::Utc::now(),
+        "docs",
+        i64::MAX,
+    )
+    .await?;
+    let queued = orchestrator.enqueue("extract", json!(2)).await?;
+    let kept = orchestrator.enqueue("download", json!(3)).await?;
+    let without_extract = |version: &str| {
+        let mut registration = worker_registration(version, "a1");
+        registration["tasks"] = json!([registration["tasks"][0].clone()]);
+        registration
+    };
+
+    // A restart of the same version keeps everything.
+    let (status, answer) = orchestrator
+        .post("/api/register", &without_extract("1.0.0"))
+        .await?;
+    assert_eq!(
+        (status, answer["orphansCancelled"].clone()),
+        (200, json!(0)),
+        "{answer}"
+    );
+    let status_of = |id: String| {
+        let orchestrator = &orchestrator;
+        async move {
+            let (_, run) = orchestrator.get(&format!("/api/task-runs/{id}")).await?;
+            anyhow::Ok(run)
+        }
+    };
+    assert_eq!(status_of(queued.clone()).await?["status"], "queued");
+
+    // A new version without `extract` cancels its waiting runs only.
+    let (status, answer) = orchestrator
+        .post("/api/register", &without_extract("1.1.0"))
+        .await?;
+    assert_eq!(
+        (status, answer["orphansCancelled"].clone()),
+        (200, json!(1)),
+        "{answer}"
+    );
+    let cancelled = status_of(queued).await?;
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    assert_eq!(cancelled["cancelledBy"], "orphan cleanup");
+    assert_eq!(
+        cancelled["cancelReason"],
+        "Task type removed in version 1.1.0"
+    );
+    assert_eq!(
+        status_of(running).await?["status"],
+        "running",
+        "running attempts finish"
+    );
+    assert_eq!(status_of(kept).await?["status"], "queued");
+    let (status, refused) = orchestrator
+        .post("/api/queue/task", &json!({ "taskId": "extract" }))
+        .await?;
+    assert_eq!(status, 404, "a removed task takes no new runs: {refused}");
+
+    // Registering it again brings it back.
+    orchestrator
+        .post("/api/register", &worker_registration("1.2.0", "a1"))
+        .await?;
+    orchestrator.enqueue("extract", json!(4)).await?;
+    Ok(())
+}
