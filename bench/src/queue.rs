@@ -341,9 +341,10 @@ async fn enqueue(pool: &PgPool, n: usize) -> anyhow::Result<Duration> {
                 scheduled_at: now,
                 input: json!({}),
                 metadata: None,
+                idempotency_key: None,
             })
             .collect();
-        runs::enqueue(pool, &chunk, now).await?;
+        runs::enqueue(pool, &chunk, now, 86_400).await?;
         left -= chunk.len();
     }
     Ok(started.elapsed())
@@ -698,6 +699,7 @@ async fn latency_rounds(
         max_module_bytes: 8 << 20,
         log_level: LogLevel::Minimal,
         dlq_retention: Duration::from_secs(30 * 86_400),
+        idempotency_ttl: Duration::from_secs(86_400),
     };
     let state = pipeweave_orchestrator::app_state(pool.clone(), config);
     let orchestrator = tokio::spawn(pipeweave_orchestrator::serve(

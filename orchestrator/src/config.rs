@@ -77,6 +77,10 @@ pub struct Args {
     /// Log verbosity.
     #[arg(long, env = "LOG_LEVEL", value_enum, default_value = "normal")]
     pub log_level: LogLevel,
+    /// How long an idempotency key holds, in seconds, for tasks whose
+    /// descriptor does not say (`idempotency.ttlSecs`).
+    #[arg(long, env = "IDEMPOTENCY_TTL_SECONDS", default_value_t = 86_400)]
+    pub idempotency_ttl_seconds: u32,
     /// Days a dead run stays in the dead-letter queue before it is purged.
     #[arg(long, env = "DLQ_RETENTION_DAYS", default_value_t = 30)]
     pub dlq_retention_days: u32,
@@ -128,6 +132,8 @@ pub struct Config {
     pub log_level: LogLevel,
     /// How long a dead run stays in the dead-letter queue.
     pub dlq_retention: Duration,
+    /// How long an idempotency key holds unless the task says.
+    pub idempotency_ttl: Duration,
 }
 
 impl Config {
@@ -164,6 +170,12 @@ impl Args {
         if self.max_concurrency == 0 {
             return Err(ConfigError::Invalid {
                 variable: "MAX_CONCURRENCY",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if self.idempotency_ttl_seconds == 0 {
+            return Err(ConfigError::Invalid {
+                variable: "IDEMPOTENCY_TTL_SECONDS",
                 reason: "must be at least 1".into(),
             });
         }
@@ -204,6 +216,7 @@ impl Args {
             max_module_bytes: self.max_module_bytes,
             log_level: self.log_level,
             dlq_retention: Duration::from_secs(u64::from(self.dlq_retention_days) * 86_400),
+            idempotency_ttl: Duration::from_secs(u64::from(self.idempotency_ttl_seconds)),
         })
     }
 }

@@ -143,6 +143,7 @@ async fn serve_and_run(
         max_module_bytes: 64 << 20,
         log_level: LogLevel::Minimal,
         dlq_retention: Duration::from_secs(30 * 86_400),
+        idempotency_ttl: Duration::from_secs(86_400),
     };
     let state = pipeweave_orchestrator::app_state(pool, config);
     let orchestrator = tokio::spawn(pipeweave_orchestrator::serve(

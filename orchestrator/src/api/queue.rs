@@ -8,8 +8,6 @@
 //! A batch is all or nothing: one bad item fails the request with the
 //! item's path (`tasks[3].priority`) and writes no row.
 
-use std::collections::HashMap;
-
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -23,6 +21,7 @@ use super::error::ApiError;
 use super::json::ApiJson;
 use super::runs_view;
 use crate::RunId;
+use crate::storage::runs::Enqueued;
 use crate::storage::{self, RunState};
 
 /// Most runs in one batch request.
@@ -51,6 +50,10 @@ struct QueueTask {
     delay_ms: Option<u64>,
     /// Do not start before this instant (RFC 3339).
     scheduled_at: Option<DateTime<Utc>>,
+    /// While a run of this task with this key is live (its TTL has not
+    /// passed and it has not ended dead or cancelled), enqueuing again
+    /// returns that run instead of a new one.
+    idempotency_key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -92,6 +95,14 @@ fn prepare(
             (None, Some(at)) => at.max(now),
             (None, None) => now,
         };
+        if let Some(key) = &item.idempotency_key
+            && (key.is_empty() || key.chars().count() > 256)
+        {
+            return Err(ApiError::invalid(
+                format!("{path}idempotencyKey"),
+                "must be 1 to 256 characters",
+            ));
+        }
         runs.push(storage::runs::NewRun {
             id: RunId::new().0,
             task_id: item.task_id,
@@ -99,24 +110,24 @@ fn prepare(
             scheduled_at,
             input: item.input,
             metadata: item.metadata,
+            idempotency_key: item.idempotency_key,
         });
     }
     Ok(runs)
 }
 
 /// Inserts the runs (all or none) and wakes this orchestrator's scheduler
-/// at once (other replicas hear the NOTIFY). Returns each run's priority,
-/// in order.
+/// at once (other replicas hear the NOTIFY). Returns what happened to each
+/// run, in order: new, or a duplicate of the run holding its idempotency
+/// key.
 async fn enqueue(
     state: &AppState,
     runs: &[storage::runs::NewRun],
     now: DateTime<Utc>,
-) -> Result<Vec<i32>, ApiError> {
-    let inserted: HashMap<uuid::Uuid, i32> = storage::runs::enqueue(&state.pool, runs, now)
-        .await?
-        .into_iter()
-        .collect();
-    if inserted.len() != runs.len() {
+) -> Result<Vec<Enqueued>, ApiError> {
+    let default_ttl = i64::try_from(state.config.idempotency_ttl.as_secs()).unwrap_or(i64::MAX);
+    let outcomes = storage::runs::enqueue(&state.pool, runs, now, default_ttl).await?;
+    if outcomes.len() != runs.len() {
         let mut ids: Vec<String> = runs.iter().map(|r| r.task_id.clone()).collect();
         ids.sort();
         ids.dedup();
@@ -124,11 +135,28 @@ async fn enqueue(
         let id = unknown.into_iter().next().unwrap_or_default();
         return Err(ApiError::NotFound { what: "task", id });
     }
-    state.wake_scheduler.notify_one();
-    Ok(runs
-        .iter()
-        .map(|r| inserted.get(&r.id).copied().unwrap_or_default())
-        .collect())
+    if outcomes.iter().any(|o| matches!(o, Enqueued::New { .. })) {
+        state.wake_scheduler.notify_one();
+    }
+    Ok(outcomes)
+}
+
+/// A duplicate's answer: the run that holds the key, as it is now, with
+/// its result if it has one.
+async fn duplicate_view(state: &AppState, run_id: uuid::Uuid) -> Result<Value, ApiError> {
+    let run = storage::runs::get(&state.pool, run_id).await?;
+    let mut view = match &run {
+        Some(run) => {
+            let mut view = runs_view::summary(run);
+            if let Some(Value::Object(result)) = &run.result {
+                view.extend(result.clone());
+            }
+            Value::Object(view)
+        }
+        None => json!({ "runId": RunId(run_id) }),
+    };
+    view["duplicate"] = json!(true);
+    Ok(view)
 }
 
 async fn queue_task(
@@ -137,18 +165,27 @@ async fn queue_task(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let now = Utc::now();
     let runs = prepare(vec![(String::new(), item)], now)?;
-    let priorities = enqueue(&state, &runs, now).await?;
+    let outcomes = enqueue(&state, &runs, now).await?;
     let run = &runs[0];
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({
-            "runId": RunId(run.id),
-            "status": RunState::Queued.as_str(),
-            "taskId": run.task_id,
-            "priority": priorities.first(),
-            "scheduledAt": run.scheduled_at,
-        })),
-    ))
+    match outcomes.first() {
+        Some(Enqueued::Duplicate { run_id }) => {
+            Ok((StatusCode::OK, Json(duplicate_view(&state, *run_id).await?)))
+        }
+        Some(Enqueued::New { priority }) => Ok((
+            StatusCode::CREATED,
+            Json(json!({
+                "runId": RunId(run.id),
+                "status": RunState::Queued.as_str(),
+                "taskId": run.task_id,
+                "priority": priority,
+                "scheduledAt": run.scheduled_at,
+            })),
+        )),
+        None => Err(ApiError::NotFound {
+            what: "task",
+            id: run.task_id.clone(),
+        }),
+    }
 }
 
 async fn queue_batch(
@@ -178,14 +215,21 @@ async fn queue_batch(
         .map(|(index, item)| (format!("tasks[{index}]."), item))
         .collect();
     let runs = prepare(items, now)?;
-    enqueue(&state, &runs, now).await?;
-    let results: Vec<Value> = runs
-        .iter()
-        .map(|run| json!({ "runId": RunId(run.id), "taskId": run.task_id, "status": RunState::Queued.as_str() }))
-        .collect();
+    let outcomes = enqueue(&state, &runs, now).await?;
+    let mut results = Vec::with_capacity(runs.len());
+    let mut queued = 0;
+    for (run, outcome) in runs.iter().zip(&outcomes) {
+        results.push(match outcome {
+            Enqueued::New { .. } => {
+                queued += 1;
+                json!({ "runId": RunId(run.id), "taskId": run.task_id, "status": RunState::Queued.as_str() })
+            }
+            Enqueued::Duplicate { run_id } => duplicate_view(&state, *run_id).await?,
+        });
+    }
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "queued": runs.len(), "results": results })),
+        Json(json!({ "queued": queued, "results": results })),
     ))
 }
 

@@ -29,17 +29,41 @@ pub struct NewRun {
     pub input: Value,
     /// The caller's own data.
     pub metadata: Option<Value>,
+    /// The caller's idempotency key, if given (else the task's descriptor
+    /// may derive one).
+    pub idempotency_key: Option<String>,
+}
+
+/// What [`enqueue`] did with one run, in the order given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    /// Inserted, with this priority.
+    New {
+        /// The run's priority (its own or the task's default).
+        priority: i32,
+    },
+    /// Not inserted: this earlier run holds the idempotency key.
+    Duplicate {
+        /// The run that holds the key.
+        run_id: Uuid,
+    },
 }
 
 /// Inserts runs in one statement, all or none: if any names a task that
-/// does not exist, nothing is inserted and the answer is empty. Returns
-/// each inserted run's id and priority. One statement means one round trip
-/// and one notification for the schedulers.
+/// does not exist, nothing is inserted and the answer is empty. One
+/// statement means one round trip and one notification for the schedulers.
+///
+/// A run with an idempotency key (its own `idempotency_key`, or one derived
+/// as its task's descriptor says) is inserted only if it can take the key:
+/// nobody holds it, the holder's TTL has passed, or the holder ended dead
+/// or cancelled. Otherwise the holder is returned as a duplicate. The key's
+/// primary key decides between concurrent duplicates, so they make one run.
 pub async fn enqueue(
     pool: &PgPool,
     runs: &[NewRun],
     now: DateTime<Utc>,
-) -> sqlx::Result<Vec<(Uuid, i32)>> {
+    default_key_ttl_secs: i64,
+) -> sqlx::Result<Vec<Enqueued>> {
     let ids: Vec<Uuid> = runs.iter().map(|r| r.id).collect();
     let task_ids: Vec<String> = runs.iter().map(|r| r.task_id.clone()).collect();
     let priorities: Vec<Option<i32>> = runs.iter().map(|r| r.priority).collect();
@@ -49,32 +73,100 @@ pub async fn enqueue(
         .iter()
         .map(|r| r.metadata.clone().unwrap_or(Value::Null))
         .collect();
+    let keys: Vec<Option<String>> = runs.iter().map(|r| r.idempotency_key.clone()).collect();
     let rows = sqlx::query!(
         r#"with new as (
-               select * from unnest($1::uuid[], $2::text[], $3::integer[], $4::timestamptz[], $5::jsonb[], $6::jsonb[])
-                   as new (id, task_id, priority, scheduled_at, input, metadata)
+               select * from unnest($1::uuid[], $2::text[], $3::integer[], $4::timestamptz[],
+                                    $5::jsonb[], $6::jsonb[], $8::text[])
+                   with ordinality
+                   as new (id, task_id, priority, scheduled_at, input, metadata, given_key, position)
            ),
            known as (
-               select new.*, tasks.priority as default_priority
+               select new.*, tasks.priority as default_priority,
+                      case
+                          when new.given_key is not null then 'key:' || new.given_key
+                          when jsonb_typeof(tasks.descriptor -> 'idempotency') = 'object' then
+                              'derived:' || encode(sha256(convert_to(
+                                  case when jsonb_array_length(coalesce(
+                                           tasks.descriptor -> 'idempotency' -> 'inputFields', '[]')) = 0
+                                       then new.input
+                                       else (select jsonb_agg(new.input #> array(
+                                                 select replace(replace(part, '~1', '/'), '~0', '~')
+                                                 from unnest(string_to_array(substr(pointer, 2), '/')) part))
+                                             from jsonb_array_elements_text(
+                                                 tasks.descriptor -> 'idempotency' -> 'inputFields') pointer)
+                                  end::text
+                                  || case when coalesce((tasks.descriptor -> 'idempotency'
+                                                         ->> 'includeCodeVersion')::boolean, true)
+                                          then ' @v' || tasks.code_version else '' end,
+                                  'UTF8')), 'hex')
+                      end as idempotency_key,
+                      coalesce((tasks.descriptor -> 'idempotency' ->> 'ttlSecs')::bigint, $9)
+                          as key_ttl_secs
                from new join tasks on tasks.id = new.task_id and tasks.removed_in_version is null
+           ),
+           complete as (
+               select (select count(*) from known) = (select count(*) from new) as ok
+           ),
+           keyed as (
+               insert into idempotency_keys (task_id, key, run_id, expires_at)
+               select distinct on (task_id, idempotency_key)
+                      task_id, idempotency_key, id, $7::timestamptz + key_ttl_secs * interval '1 second'
+               from known
+               where idempotency_key is not null and (select ok from complete)
+               order by task_id, idempotency_key, position
+               on conflict (task_id, key) do update
+                   set run_id = excluded.run_id, expires_at = excluded.expires_at
+                   where idempotency_keys.expires_at <= $7
+                      or not exists (
+                          select from runs holder
+                          where holder.id = idempotency_keys.run_id
+                            and holder.state not in ('dead', 'cancelled'))
+               returning task_id, key, run_id
+           ),
+           inserted as (
+               insert into runs (id, task_id, priority, scheduled_at, input, metadata, created_at)
+               select id, task_id, coalesce(priority, default_priority), scheduled_at, input,
+                      nullif(metadata, 'null'::jsonb), $7
+               from known
+               where (select ok from complete)
+                 and (idempotency_key is null or id in (select run_id from keyed))
+               returning id, priority
            )
-           insert into runs (id, task_id, priority, scheduled_at, input, metadata, created_at)
-           select id, task_id, coalesce(priority, default_priority), scheduled_at, input,
-                  nullif(metadata, 'null'::jsonb), $7
+           select known.id as "id!", inserted.priority as "priority?",
+                  coalesce(
+                      (select keyed.run_id from keyed
+                       where keyed.task_id = known.task_id and keyed.key = known.idempotency_key),
+                      (select held.run_id from idempotency_keys held
+                       where held.task_id = known.task_id and held.key = known.idempotency_key)
+                  ) as "holder?"
            from known
-           where (select count(*) from known) = (select count(*) from new)
-           returning id, priority"#,
+           left join inserted on inserted.id = known.id
+           where (select ok from complete)
+           order by known.position"#,
         &ids,
         &task_ids,
         &priorities as &[Option<i32>],
         &scheduled,
         &inputs,
         &metadata,
-        now
+        now,
+        &keys as &[Option<String>],
+        default_key_ttl_secs
     )
     .fetch_all(pool)
     .await?;
-    Ok(rows.into_iter().map(|r| (r.id, r.priority)).collect())
+    Ok(rows
+        .into_iter()
+        .map(|row| match (row.priority, row.holder) {
+            (Some(priority), _) => Enqueued::New { priority },
+            (None, Some(run_id)) => Enqueued::Duplicate { run_id },
+            // Not inserted and no holder: cannot happen inside one
+            // statement; treat it as a duplicate of itself so the caller
+            // shows the run id it asked for.
+            (None, None) => Enqueued::Duplicate { run_id: row.id },
+        })
+        .collect())
 }
 
 /// A run claimed for one attempt.

@@ -7,6 +7,7 @@ mod api;
 mod claim;
 mod dlq;
 mod e2e;
+mod idempotency;
 
 use std::time::Duration;
 
@@ -72,6 +73,7 @@ impl TestOrchestrator {
             max_module_bytes: 8 << 20,
             log_level: LogLevel::Normal,
             dlq_retention: Duration::from_secs(30 * 86_400),
+            idempotency_ttl: Duration::from_secs(86_400),
         };
         let state = pipeweave_orchestrator::app_state(pool.clone(), config);
         let (trigger, shutdown) = Shutdown::new();
