@@ -700,6 +700,7 @@ async fn latency_rounds(
         log_level: LogLevel::Minimal,
         dlq_retention: Duration::from_secs(30 * 86_400),
         idempotency_ttl: Duration::from_secs(86_400),
+        api_key: None,
     };
     let state = pipeweave_orchestrator::app_state(pool.clone(), config);
     let orchestrator = tokio::spawn(pipeweave_orchestrator::serve(

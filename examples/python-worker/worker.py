@@ -129,11 +129,16 @@ class Stats:
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def post_json(url, body, timeout=10):
+def post_json(url, body, timeout=10, api_key=None):
     """POSTs JSON; returns (status, parsed answer or None). Raises OSError
-    when the orchestrator cannot be reached."""
+    when the orchestrator cannot be reached. `api_key` goes in an
+    Authorization header (only registration needs it: heartbeats and
+    callbacks carry the attempt's token)."""
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["Authorization"] = "Bearer " + api_key
     request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+                                     headers=headers)
     try:
         with OPENER.open(request, timeout=timeout) as response:
             status, raw = response.status, response.read()
@@ -269,12 +274,12 @@ class Server(ThreadingHTTPServer):
     request_queue_size = 128  # the default backlog of 5 is small for a burst of dispatches
 
 
-def register(orchestrator, body):
+def register(orchestrator, body, api_key=None):
     """POSTs the registration every 0.5 s until it succeeds, for up to 30 s."""
     url, deadline = orchestrator.rstrip("/") + "/api/register", time.monotonic() + 30
     while True:
         try:
-            status, answer = post_json(url, body)
+            status, answer = post_json(url, body, api_key=api_key)
             if status < 300:
                 return answer
             if status < 500:
@@ -299,6 +304,8 @@ def main():
                         help="the concurrency declared for the `limited` task")
     parser.add_argument("--sleep-heartbeat-ms", type=int, default=300,
                         help="the heartbeat interval declared for the `sleep` task")
+    parser.add_argument("--api-key", default=os.environ.get("PIPEWEAVE_API_KEY"),
+                        help="the orchestrator's API key, if it requires one to register")
     args = parser.parse_args()
     tasks = task_table(args.limit_concurrency, args.sleep_heartbeat_ms)
     server = Server((args.host, args.port), Handler)
@@ -306,7 +313,7 @@ def main():
     base_url = "http://%s:%d" % (args.host, server.server_address[1])
     answer = register(args.orchestrator, {
         "serviceId": args.service_id, "version": args.version, "baseUrl": base_url,
-        "tasks": [descriptor(i, h, o) for i, (h, o) in tasks.items()]})
+        "tasks": [descriptor(i, h, o) for i, (h, o) in tasks.items()]}, args.api_key)
     for change in (answer or {}).get("codeChanges", []):
         log("code changed: %(taskId)s v%(oldVersion)s -> v%(newVersion)s" % change)
     log("registered", args.service_id, args.version, "with", args.orchestrator)

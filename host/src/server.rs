@@ -58,6 +58,9 @@ pub struct ServerConfig {
     pub host_id: String,
     /// Attempts run at once.
     pub capacity: usize,
+    /// The orchestrator's API key (`PIPEWEAVE_API_KEY`), if it requires
+    /// one: the host's registration is a write.
+    pub api_key: Option<String>,
 }
 
 /// The dispatch server could not start.
@@ -69,6 +72,9 @@ pub enum ServerError {
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Client(#[source] reqwest::Error),
+    /// The API key cannot be sent in a header.
+    #[error("the API key has characters an HTTP header cannot carry")]
+    ApiKey,
 }
 
 #[derive(Debug)]
@@ -114,8 +120,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = &config.api_key {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+            .map_err(|_| ServerError::ApiKey)?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
+        .default_headers(headers)
         .build()
         .map_err(ServerError::Client)?;
     let host = Arc::new(Host {

@@ -77,6 +77,11 @@ pub struct Args {
     /// Log verbosity.
     #[arg(long, env = "LOG_LEVEL", value_enum, default_value = "normal")]
     pub log_level: LogLevel,
+    /// When set, every write (any method but GET and HEAD) must send
+    /// `Authorization: Bearer <key>`, except the heartbeats, progress and
+    /// callbacks of attempts, which their attempt token authenticates.
+    #[arg(long, env = "PIPEWEAVE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
     /// How long an idempotency key holds, in seconds, for tasks whose
     /// descriptor does not say (`idempotency.ttlSecs`).
     #[arg(long, env = "IDEMPOTENCY_TTL_SECONDS", default_value_t = 86_400)]
@@ -134,6 +139,8 @@ pub struct Config {
     pub dlq_retention: Duration,
     /// How long an idempotency key holds unless the task says.
     pub idempotency_ttl: Duration,
+    /// The key writes must present, if any.
+    pub api_key: Option<String>,
 }
 
 impl Config {
@@ -171,6 +178,18 @@ impl Args {
             return Err(ConfigError::Invalid {
                 variable: "MAX_CONCURRENCY",
                 reason: "must be at least 1".into(),
+            });
+        }
+        let api_key = self.api_key.filter(|key| !key.is_empty());
+        if api_key
+            .as_ref()
+            .is_some_and(|key| key.len() < 16 || key.chars().any(char::is_whitespace))
+        {
+            return Err(ConfigError::Invalid {
+                variable: "PIPEWEAVE_API_KEY",
+                reason:
+                    "must be at least 16 characters without spaces (openssl rand -hex 24 makes one)"
+                        .into(),
             });
         }
         if self.idempotency_ttl_seconds == 0 {
@@ -217,6 +236,7 @@ impl Args {
             log_level: self.log_level,
             dlq_retention: Duration::from_secs(u64::from(self.dlq_retention_days) * 86_400),
             idempotency_ttl: Duration::from_secs(u64::from(self.idempotency_ttl_seconds)),
+            api_key,
         })
     }
 }

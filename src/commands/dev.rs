@@ -144,6 +144,7 @@ async fn serve_and_run(
         log_level: LogLevel::Minimal,
         dlq_retention: Duration::from_secs(30 * 86_400),
         idempotency_ttl: Duration::from_secs(86_400),
+        api_key: None,
     };
     let state = pipeweave_orchestrator::app_state(pool, config);
     let orchestrator = tokio::spawn(pipeweave_orchestrator::serve(
@@ -172,6 +173,8 @@ async fn serve_and_run(
         public_url: format!("http://{host_address}"),
         host_id: "dev-host".into(),
         capacity,
+        // The dev orchestrator is private and has no API key.
+        api_key: None,
     };
     let host_stop = shutdown.clone();
     let host = tokio::spawn(pipeweave_host::server::serve(

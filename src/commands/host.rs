@@ -39,6 +39,9 @@ pub(crate) struct HostArgs {
     /// Where compiled components are cached.
     #[arg(long, env = "PIPEWEAVE_CACHE_DIR", value_name = "DIR")]
     cache_dir: Option<PathBuf>,
+    /// The orchestrator's API key, if it requires one for writes.
+    #[arg(long, env = "PIPEWEAVE_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
 }
 
 /// Serves until Ctrl-C or SIGTERM.
@@ -79,6 +82,7 @@ pub(crate) async fn run(args: HostArgs) -> Result<u8, CommandError> {
             .host_id
             .unwrap_or_else(|| format!("host-{}", address.port())),
         capacity,
+        api_key: args.api_key.filter(|key| !key.is_empty()),
     };
     tracing::info!(%address, capacity, host_id = %config.host_id, "host started");
     println!("listening on http://{address}");

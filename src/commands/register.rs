@@ -34,6 +34,25 @@ pub(crate) struct RegisterArgs {
     /// component once here).
     #[arg(long, env = "PIPEWEAVE_CACHE_DIR", value_name = "DIR")]
     cache_dir: Option<PathBuf>,
+    /// The orchestrator's API key, if it requires one for writes.
+    #[arg(long, env = "PIPEWEAVE_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+}
+
+/// An HTTP client that sends `Authorization: Bearer <key>` when a key is
+/// given.
+pub(crate) fn api_client(api_key: Option<&str>) -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = api_key.filter(|key| !key.is_empty()) {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+            .map_err(|_| anyhow!("--api-key has characters an HTTP header cannot carry"))?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .context("cannot build the HTTP client")
 }
 
 async fn answer<T: serde::de::DeserializeOwned>(
@@ -118,8 +137,9 @@ pub(crate) async fn run(args: RegisterArgs) -> Result<u8, CommandError> {
         .map_err(CommandError::usage)?;
     let base = args.orchestrator.trim_end_matches('/');
     let size = bytes.len();
+    let http = api_client(args.api_key.as_deref()).map_err(CommandError::usage)?;
     let registered = upload_and_register(
-        &reqwest::Client::new(),
+        &http,
         base,
         &task,
         bytes,

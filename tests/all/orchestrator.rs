@@ -38,7 +38,13 @@ fn free_port() -> u16 {
 
 /// `pipeweave orchestrator` on `port` (0 for any).
 fn orchestrator(database_url: &str, port: u16) -> Server {
+    orchestrator_with_env(database_url, port, &[])
+}
+
+/// `pipeweave orchestrator` with extra environment variables.
+fn orchestrator_with_env(database_url: &str, port: u16, env: &[(&str, &str)]) -> Server {
     let mut command = Command::new(env!("CARGO_BIN_EXE_pipeweave"));
+    command.envs(env.iter().copied());
     command
         .arg("orchestrator")
         .env("DATABASE_URL", database_url)
@@ -58,6 +64,11 @@ fn host(orchestrator_url: &str, id: &str) -> Server {
 
 /// `pipeweave host` running `capacity` attempts at a time.
 fn host_with_capacity(orchestrator_url: &str, id: &str, capacity: u32) -> Server {
+    host_with_args(orchestrator_url, id, capacity, &[])
+}
+
+/// `pipeweave host` with extra arguments.
+fn host_with_args(orchestrator_url: &str, id: &str, capacity: u32, extra: &[&str]) -> Server {
     let mut command = Command::new(env!("CARGO_BIN_EXE_pipeweave"));
     command
         .args([
@@ -70,6 +81,7 @@ fn host_with_capacity(orchestrator_url: &str, id: &str, capacity: u32) -> Server
             &capacity.to_string(),
         ])
         .args(["--host-id", id])
+        .args(extra)
         .env(
             "PIPEWEAVE_CACHE_DIR",
             pipeweave_testkit::compile_cache_dir(),
@@ -78,13 +90,19 @@ fn host_with_capacity(orchestrator_url: &str, id: &str, capacity: u32) -> Server
 }
 
 fn register(orchestrator_url: &str, guest: &str) {
+    register_with_args(orchestrator_url, guest, &[]);
+}
+
+fn register_with_args(orchestrator_url: &str, guest: &str, extra: &[&str]) {
     let wasm = pipeweave_testkit::guest(guest);
-    let output = pipeweave(&[
+    let mut args = vec![
         "register",
         path_str(&wasm),
         "--orchestrator",
         orchestrator_url,
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let output = pipeweave(&args);
     assert!(
         output.status.success(),
         "register {guest}: {}",
@@ -268,6 +286,45 @@ async fn a_queued_run_and_a_spinning_run_on_a_host_are_each_cancelled_within_a_s
         (json!(2), json!(1)),
         "{counts}"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_api_key_register_and_host_send_it_and_a_task_runs() -> Result<()> {
+    const KEY: &str = "0123456789abcdef-host-key";
+    let database_url = database();
+    let orchestrator = orchestrator_with_env(&database_url, 0, &[("PIPEWEAVE_API_KEY", KEY)]);
+    // Without the key, registration is refused and says what to do.
+    let wasm = pipeweave_testkit::guest("hello");
+    let refused = pipeweave(&[
+        "register",
+        path_str(&wasm),
+        "--orchestrator",
+        &orchestrator.url,
+    ]);
+    assert!(!refused.status.success());
+    let message = super::stderr(&refused);
+    assert!(
+        message.contains("401") && message.contains("API key"),
+        "{message}"
+    );
+
+    register_with_args(&orchestrator.url, "hello", &["--api-key", KEY]);
+    let _host = host_with_args(&orchestrator.url, "host-key", 2, &["--api-key", KEY]);
+    let answer: Value = client()
+        .post(format!("{}/api/queue/task", orchestrator.url))
+        .bearer_auth(KEY)
+        .json(&json!({ "taskId": "hello", "input": { "name": "Key" } }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let run_id = answer["runId"]
+        .as_str()
+        .with_context(|| format!("{answer}"))?;
+    let run = wait_final(&orchestrator.url, run_id, Duration::from_secs(60)).await?;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["target"], "host-key");
     Ok(())
 }
 

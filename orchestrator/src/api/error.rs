@@ -45,6 +45,9 @@ pub enum ApiError {
     /// a task owned by another service).
     #[error("{0}")]
     Conflict(String),
+    /// A write without the API key (`PIPEWEAVE_API_KEY` is set).
+    #[error("{0}")]
+    Unauthorized(&'static str),
     /// The database is unreachable.
     #[error("database unavailable")]
     Unavailable(#[source] crate::Error),
@@ -82,6 +85,7 @@ impl IntoResponse for ApiError {
             Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             Self::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
@@ -101,6 +105,13 @@ impl IntoResponse for ApiError {
             }
             _ => json!({ "error": self.to_string(), "code": code }),
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
     }
 }

@@ -2,6 +2,7 @@
 //! Paths and JSON shapes follow the spec; additions are optional fields and
 //! new paths, never renames.
 
+mod auth;
 mod cancel;
 mod dlq;
 pub mod error;
@@ -68,6 +69,10 @@ pub fn router(state: AppState) -> Router {
         .merge(queue::router())
         .merge(workers::router())
         .merge(tick::router())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_api_key,
+        ))
         .with_state(state)
         .layer(tower_http::trace::TraceLayer::new_for_http())
 }

@@ -601,3 +601,77 @@ async fn orphan_cleanup_cancels_only_removed_task_types_and_only_on_a_version_ch
     orchestrator.enqueue("extract", json!(4)).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn with_an_api_key_writes_need_it_and_attempts_use_their_token() -> Result<()> {
+    const KEY: &str = "k3y-for-the-tests-0123456789";
+    let orchestrator = TestOrchestrator::start_with(Mode::Serverless, |config| {
+        config.api_key = Some(KEY.to_owned());
+    })
+    .await?;
+    let http = reqwest::Client::new();
+    let register = |key: Option<&str>| {
+        let mut request = http
+            .post(format!("{}/api/register", orchestrator.url))
+            .json(&worker_registration("1.0.0", "a1"));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        request.send()
+    };
+
+    let refused = register(None).await?;
+    assert_eq!(refused.status(), 401);
+    assert_eq!(
+        refused
+            .headers()
+            .get("www-authenticate")
+            .map(|v| v.as_bytes()),
+        Some(&b"Bearer"[..])
+    );
+    let body: Value = refused.json().await?;
+    assert_eq!(body["code"], "unauthorized", "{body}");
+    assert_eq!(register(Some("not-the-key-at-all")).await?.status(), 401);
+    let (_, services) = orchestrator.get("/api/services").await?;
+    assert_eq!(services, json!([]), "a refused write writes nothing");
+    assert_eq!(register(Some(KEY)).await?.status(), 200);
+
+    // Reads stay open; enqueueing is a write.
+    assert_eq!(orchestrator.get("/api/queue/status").await?.0, 200);
+    let (status, _) = orchestrator
+        .post("/api/queue/task", &json!({ "taskId": "download" }))
+        .await?;
+    assert_eq!(status, 401);
+    let queued: Value = http
+        .post(format!("{}/api/queue/task", orchestrator.url))
+        .bearer_auth(KEY)
+        .json(&json!({ "taskId": "download" }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let run_id = queued["runId"].as_str().unwrap_or_default().to_owned();
+
+    // An attempt's heartbeat and callback need only its token.
+    let claimed = pipeweave_orchestrator::storage::runs::claim(
+        &orchestrator.pool,
+        &["download".to_owned()],
+        1,
+        chrono::Utc::now(),
+        "docs",
+        i64::MAX,
+    )
+    .await?;
+    let token = claimed[0].attempt_token.to_string();
+    let beat = json!({ "runId": run_id, "attempt": 1, "attemptToken": token });
+    assert_eq!(orchestrator.post("/api/heartbeat", &beat).await?.0, 200);
+    let done = json!({ "status": "success", "attempt": 1, "attemptToken": token, "output": 1 });
+    assert_eq!(
+        orchestrator
+            .post(&format!("/api/callback/{run_id}"), &done)
+            .await?
+            .0,
+        200
+    );
+    Ok(())
+}

@@ -242,3 +242,25 @@ async fn maintenance_mode_lets_a_running_attempt_finish_and_starts_nothing_new()
     assert_eq!(run["status"], "succeeded", "{run}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_with_the_api_key_registers_and_runs_tasks() -> Result<()> {
+    const KEY: &str = "k3y-for-the-python-worker-0123";
+    let orchestrator = TestOrchestrator::start_with(Mode::Standalone, |config| {
+        config.api_key = Some(KEY.to_owned());
+    })
+    .await?;
+    let _worker = python_worker(&orchestrator.url, &["--api-key", KEY]);
+    let queued: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/api/queue/task", orchestrator.url))
+        .bearer_auth(KEY)
+        .json(&json!({ "taskId": "greet", "input": { "name": "Key" } }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let run_id = queued["runId"].as_str().unwrap_or_default();
+    let run = orchestrator.wait_final(run_id, PATIENCE).await?;
+    assert_eq!(run["output"], json!({ "greeting": "Hello, Key!" }), "{run}");
+    Ok(())
+}

@@ -56,12 +56,17 @@ impl TestOrchestrator {
     /// Starts one on a fresh database; `mode` serverless means no
     /// background scheduler.
     pub async fn start(mode: Mode) -> Result<Self> {
+        Self::start_with(mode, |_| {}).await
+    }
+
+    /// Starts one whose configuration `configure` adjusts first.
+    pub async fn start_with(mode: Mode, configure: impl FnOnce(&mut Config)) -> Result<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let database_url = database();
         let pool = pipeweave_orchestrator::connect(&database_url).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
-        let config = Config {
+        let mut config = Config {
             database_url,
             listen: address,
             public_url: format!("http://{address}"),
@@ -74,7 +79,9 @@ impl TestOrchestrator {
             log_level: LogLevel::Normal,
             dlq_retention: Duration::from_secs(30 * 86_400),
             idempotency_ttl: Duration::from_secs(86_400),
+            api_key: None,
         };
+        configure(&mut config);
         let state = pipeweave_orchestrator::app_state(pool.clone(), config);
         let (trigger, shutdown) = Shutdown::new();
         tokio::spawn(pipeweave_orchestrator::serve(

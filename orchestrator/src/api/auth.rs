@@ -1,0 +1,49 @@
+//! The API key: when `PIPEWEAVE_API_KEY` is set, every write must send
+//! `Authorization: Bearer <key>` or gets `401`. Reads stay open, and the
+//! heartbeats, progress and callbacks of attempts are authenticated by
+//! their attempt token instead, so workers and hosts need the key only to
+//! register.
+
+use axum::extract::{Request, State};
+use axum::http::{Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use subtle::ConstantTimeEq;
+
+use super::AppState;
+use super::error::ApiError;
+
+/// Paths a running attempt calls, authenticated by its token.
+fn authenticated_by_attempt_token(path: &str) -> bool {
+    path == "/api/heartbeat" || path == "/api/progress" || path.starts_with("/api/callback/")
+}
+
+/// Refuses a write without the key.
+pub(super) async fn require_api_key(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(expected) = state.config.api_key.as_deref() else {
+        return next.run(request).await;
+    };
+    let read = matches!(*request.method(), Method::GET | Method::HEAD);
+    if read || authenticated_by_attempt_token(request.uri().path()) {
+        return next.run(request).await;
+    }
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    match presented {
+        Some(key) if bool::from(key.as_bytes().ct_eq(expected.as_bytes())) => {
+            next.run(request).await
+        }
+        Some(_) => ApiError::Unauthorized("the API key is wrong").into_response(),
+        None => ApiError::Unauthorized(
+            "this orchestrator requires an API key for writes: send Authorization: Bearer <PIPEWEAVE_API_KEY>",
+        )
+        .into_response(),
+    }
+}
