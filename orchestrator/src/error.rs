@@ -21,6 +21,9 @@ pub enum Error {
     /// The listening socket failed.
     #[error("cannot serve HTTP")]
     Serve(#[source] std::io::Error),
+    /// The metrics could not be written out.
+    #[error("cannot encode the metrics")]
+    Metrics,
 }
 
 /// The orchestrator's result type.

@@ -30,6 +30,7 @@ pub mod config;
 pub mod embedded_postgres;
 mod error;
 pub mod ids;
+pub mod metrics;
 pub mod queue;
 pub mod scheduler;
 pub mod shutdown;
@@ -85,6 +86,7 @@ pub fn app_state(pool: sqlx::PgPool, config: Config) -> api::AppState {
         wake_scheduler: Arc::new(Notify::new()),
         started_at: chrono::Utc::now(),
         targets_changed: Arc::default(),
+        metrics: Arc::default(),
         http: reqwest::Client::builder()
             .pool_max_idle_per_host(64)
             .build()

@@ -81,6 +81,9 @@ async fn cancel(
         )));
     }
     tracing::info!(%run_id, previous = outcome.previous.as_str(), %cancelled_by, "run cancelled");
+    if outcome.previous == RunState::Running {
+        state.metrics.attempt_ended("cancelled", "cancelled");
+    }
     if outcome.previous == RunState::Running
         && let (Some(target), Some(token)) = (outcome.target, outcome.attempt_token)
     {

@@ -44,6 +44,8 @@ pub struct AppState {
     /// unreachable targets) recorded by this orchestrator; the scheduler
     /// reads its targets again when it moves.
     pub targets_changed: Arc<AtomicU64>,
+    /// This orchestrator's metrics (`GET /metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// The client for calls to hosts and workers (dispatches, cancel
     /// notices); each call sets its own timeout.
     pub http: reqwest::Client,

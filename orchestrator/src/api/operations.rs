@@ -1,5 +1,5 @@
 //! What an operator asks of a running orchestrator: `GET /health`,
-//! `GET /api/info`, and maintenance mode (`GET /api/maintenance`,
+//! `GET /api/info`, `GET /metrics`, and maintenance mode (`GET /api/maintenance`,
 //! `POST /api/maintenance/enter`, `POST /api/maintenance/exit`).
 //!
 //! Maintenance mode is a row in the database, so it holds for every
@@ -8,7 +8,8 @@
 //! go on), and enqueued runs wait. Leaving it wakes the scheduler.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
@@ -26,6 +27,7 @@ pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/health", get(health))
         .route("/api/info", get(info))
+        .route("/metrics", get(metrics))
         .route("/api/maintenance", get(maintenance_status))
         .route("/api/maintenance/enter", post(enter_maintenance))
         .route("/api/maintenance/exit", post(exit_maintenance))
@@ -71,6 +73,23 @@ async fn info(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
         "maintenance": maintenance_json(maintenance.as_ref()),
         "queue": super::queue::counts_json(&counts),
     })))
+}
+
+/// `GET /metrics`: Prometheus text exposition (see [`crate::metrics`]).
+async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let counts = storage::runs::counts(&state.pool, Utc::now()).await?;
+    let text = state
+        .metrics
+        .render(&counts)
+        .map_err(|_| ApiError::Internal(crate::Error::Metrics))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }
 
 /// `{ "enabled": bool, "reason": …, "since": … }`.

@@ -176,6 +176,7 @@ async fn callback(
             if finished.is_empty() {
                 return Err(refusal(&state, run_id, attempt).await);
             }
+            state.metrics.attempt_ended("succeeded", "");
             tracing::debug!(%run_id, attempt, "attempt succeeded");
             RunState::Succeeded
         }
@@ -193,7 +194,7 @@ async fn callback(
                 attempt,
                 attempt_token: token,
             };
-            match queue::fail_attempt(&state.pool, reference, &error, now).await? {
+            match queue::fail_attempt(&state.pool, &state.metrics, reference, &error, now).await? {
                 Some(next) => next,
                 None => return Err(refusal(&state, run_id, attempt).await),
             }

@@ -11,6 +11,7 @@ use pipeweave_protocol::wire::AttemptError;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::metrics::Metrics;
 use crate::storage::{self, RunState};
 use retry::{AfterFailure, RetryPolicy};
 
@@ -31,6 +32,7 @@ pub struct AttemptRef {
 /// was no longer current (then nothing changed).
 pub async fn fail_attempt(
     pool: &PgPool,
+    metrics: &Metrics,
     attempt: AttemptRef,
     error: &AttemptError,
     now: DateTime<Utc>,
@@ -71,6 +73,10 @@ pub async fn fail_attempt(
     let recorded = storage::runs::fail(&mut tx, &running, &error_json, next, retry_at, now).await?;
     tx.commit().await?;
     if recorded {
+        let reason = error
+            .reason
+            .unwrap_or(pipeweave_protocol::FailureReason::TaskError);
+        metrics.attempt_ended("failed", reason.as_str());
         tracing::info!(
             run_id = %crate::RunId(attempt.run_id),
             task_id = %running.task_id,

@@ -190,6 +190,7 @@ pub async fn dispatch_round(scheduler: &Scheduler) -> crate::Result<Round> {
             continue;
         }
         round.claimed += claimed.len();
+        scheduler.state.metrics.claimed(claimed.len());
         round.full |= claimed.len() as i64 == CLAIM_BATCH;
         let previous = previous_attempts(pool, &claimed).await?;
         for run in claimed {
@@ -207,7 +208,12 @@ pub async fn dispatch_round(scheduler: &Scheduler) -> crate::Result<Round> {
             let (http, state) = (scheduler.state.http.clone(), scheduler.state.clone());
             let (target_id, is_host) = (target.id.clone(), target.is_host);
             round.sends.push(tokio::spawn(async move {
-                let Err(failure) = send(&http, &url, &dispatch).await else {
+                let started = Instant::now();
+                let sent = send(&http, &url, &dispatch).await;
+                state
+                    .metrics
+                    .dispatched(started.elapsed().as_secs_f64(), sent.is_ok());
+                let Err(failure) = sent else {
                     return true;
                 };
                 tracing::warn!(run_id = %RunId(reference.run_id), target = %target_id, "dispatch failed: {}", failure.message);
@@ -244,7 +250,7 @@ async fn record_failure(
         state.note_targets_changed();
     }
     let error = AttemptError::decided(FailureReason::DispatchFailed, failure.message);
-    queue::fail_attempt(pool, reference, &error, Utc::now()).await?;
+    queue::fail_attempt(pool, &state.metrics, reference, &error, Utc::now()).await?;
     Ok(())
 }
 

@@ -675,3 +675,43 @@ async fn with_an_api_key_writes_need_it_and_attempts_use_their_token() -> Result
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn metrics_report_queue_depth_claims_dispatches_and_attempt_outcomes() -> Result<()> {
+    let orchestrator = TestOrchestrator::start(Mode::Serverless).await?;
+    // The worker's URL refuses connections: both dispatches fail.
+    orchestrator
+        .post("/api/register", &worker_registration("1.0.0", "a1"))
+        .await?;
+    orchestrator.enqueue("download", json!(1)).await?;
+    orchestrator.enqueue("download", json!(2)).await?;
+    orchestrator.enqueue("extract", json!({})).await?;
+    let (_, tick) = orchestrator.post("/api/tick", &json!({})).await?;
+    assert_eq!(tick["dispatchFailed"], 3, "{tick}");
+
+    let response = reqwest::get(format!("{}/metrics", orchestrator.url)).await?;
+    assert_eq!(response.status(), 200);
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    let text = response.text().await?;
+    for line in [
+        "pipeweave_claims_total 3",
+        "pipeweave_dispatch_failures_total 3",
+        "pipeweave_dispatch_duration_seconds_count 3",
+        r#"pipeweave_attempts_total{outcome="failed",reason="dispatch_failed"} 3"#,
+        r#"pipeweave_runs{state="awaiting_retry"} 3"#,
+        r#"pipeweave_runs{state="succeeded"} 0"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+    }
+    assert!(text.trim_end().ends_with("# EOF"), "{text}");
+    Ok(())
+}

@@ -233,7 +233,14 @@ async fn a_failed_attempt_is_retried_by_policy_until_the_run_is_dead() -> Result
             attempt,
             attempt_token: claimed[0].attempt_token,
         };
-        let state = queue::fail_attempt(&orchestrator.pool, reference, &error, now).await?;
+        let state = queue::fail_attempt(
+            &orchestrator.pool,
+            &orchestrator.state.metrics,
+            reference,
+            &error,
+            now,
+        )
+        .await?;
         states.push(state);
         let (_, run) = orchestrator
             .get(&format!("/api/task-runs/{run_id}"))
@@ -304,11 +311,25 @@ async fn a_fatal_error_ends_the_run_without_retries() -> Result<()> {
         details: None,
     };
     assert_eq!(
-        queue::fail_attempt(&orchestrator.pool, reference, &fatal, Utc::now()).await?,
+        queue::fail_attempt(
+            &orchestrator.pool,
+            &orchestrator.state.metrics,
+            reference,
+            &fatal,
+            Utc::now()
+        )
+        .await?,
         Some(RunState::Dead)
     );
     assert_eq!(
-        queue::fail_attempt(&orchestrator.pool, reference, &fatal, Utc::now()).await?,
+        queue::fail_attempt(
+            &orchestrator.pool,
+            &orchestrator.state.metrics,
+            reference,
+            &fatal,
+            Utc::now()
+        )
+        .await?,
         None,
         "the attempt is over"
     );
