@@ -341,23 +341,7 @@ async fn a_host_killed_mid_run_loses_the_attempt_and_another_host_completes_the_
         json!({ "mode": "sleep", "ms": 2000 }),
     )
     .await?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let run: Value = client()
-            .get(format!("{}/api/task-runs/{run_id}", orchestrator.url))
-            .send()
-            .await?
-            .json()
-            .await?;
-        if run["status"] == "running" {
-            break;
-        }
-        ensure!(
-            tokio::time::Instant::now() < deadline,
-            "never started: {run}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_running(&orchestrator.url, &run_id).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     first.kill();
     let _second = host(&orchestrator.url, "host-second");

@@ -17,9 +17,9 @@ use pipeweave_protocol::wire::CancelNotice;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::AppState;
 use super::error::ApiError;
 use super::json::OptionalApiJson;
+use super::{AppState, parse_run_id};
 use crate::RunId;
 use crate::storage::{self, RunState};
 
@@ -56,9 +56,7 @@ async fn cancel(
     Path(id): Path<String>,
     OptionalApiJson(request): OptionalApiJson<CancelRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    let run_id: RunId = id
-        .parse()
-        .map_err(|e: crate::ids::InvalidRunId| ApiError::invalid("id", e.to_string()))?;
+    let run_id = parse_run_id("id", &id)?;
     let cancelled_by =
         bounded("cancelledBy", request.cancelled_by, 200)?.unwrap_or_else(|| "api".to_owned());
     let reason = bounded("reason", request.reason, 500)?;

@@ -60,6 +60,12 @@ impl AppState {
     }
 }
 
+/// Reads a run id (`trun_…`) from `field`, or a 400 naming it.
+fn parse_run_id(field: &str, text: &str) -> Result<crate::RunId, error::ApiError> {
+    text.parse()
+        .map_err(|e: crate::ids::InvalidRunId| error::ApiError::invalid(field, e.to_string()))
+}
+
 /// The whole API.
 pub fn router(state: AppState) -> Router {
     Router::new()

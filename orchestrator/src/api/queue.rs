@@ -16,10 +16,10 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::AppState;
 use super::error::ApiError;
 use super::json::ApiJson;
 use super::runs_view;
+use super::{AppState, parse_run_id};
 use crate::RunId;
 use crate::storage::runs::Enqueued;
 use crate::storage::{self, RunState};
@@ -341,9 +341,7 @@ async fn task_run(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let run_id: RunId = id
-        .parse()
-        .map_err(|e: crate::ids::InvalidRunId| ApiError::invalid("id", e.to_string()))?;
+    let run_id = parse_run_id("id", &id)?;
     let run = storage::runs::get(&state.pool, run_id.0)
         .await?
         .ok_or(ApiError::NotFound {

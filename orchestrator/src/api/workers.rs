@@ -13,9 +13,9 @@ use pipeweave_protocol::wire::{
 };
 use uuid::Uuid;
 
-use super::AppState;
 use super::error::ApiError;
 use super::json::ApiJson;
+use super::{AppState, parse_run_id};
 use crate::RunId;
 use crate::queue::{self, AttemptRef};
 use crate::storage::{self, RunState};
@@ -25,11 +25,6 @@ pub(super) fn router() -> Router<AppState> {
         .route("/api/heartbeat", post(heartbeat))
         .route("/api/progress", post(progress))
         .route("/api/callback/{run_id}", post(callback))
-}
-
-fn parse_run_id(field: &str, text: &str) -> Result<RunId, ApiError> {
-    text.parse()
-        .map_err(|e: crate::ids::InvalidRunId| ApiError::invalid(field, e.to_string()))
 }
 
 fn parse_token(token: Option<&str>) -> Result<Uuid, ApiError> {
