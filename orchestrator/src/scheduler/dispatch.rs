@@ -1,6 +1,6 @@
 //! One dispatch round: claim due runs for each target (up to its free
-//! capacity, counted by the claim), and hand every claimed attempt over with `POST
-//! {target}/tasks/{taskId}`. A target that refuses, does not answer within
+//! capacity, counted by the claim), and hand every claimed attempt over
+//! with `POST {target}/tasks/{taskId}`. A target that refuses, does not answer within
 //! [`DISPATCH_TIMEOUT`] or cannot be reached fails that attempt as
 //! retryable (`dispatch_failed`); the run goes back to the queue by its
 //! retry policy, so nothing is lost.
