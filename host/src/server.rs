@@ -120,16 +120,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut headers = reqwest::header::HeaderMap::new();
-    if let Some(key) = &config.api_key {
-        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
-            .map_err(|_| ServerError::ApiKey)?;
-        value.set_sensitive(true);
-        headers.insert(reqwest::header::AUTHORIZATION, value);
-    }
-    let http = reqwest::Client::builder()
+    let http = orchestrator_client(config.api_key.as_deref())?
         .timeout(Duration::from_secs(30))
-        .default_headers(headers)
         .build()
         .map_err(ServerError::Client)?;
     let host = Arc::new(Host {
@@ -152,6 +144,20 @@ pub async fn serve(
         .map_err(ServerError::Serve);
     pinger.abort();
     served
+}
+
+/// A client builder for calls to the orchestrator that sends
+/// `Authorization: Bearer <key>` when its API key is given (hosts and
+/// `pipeweave register` use it).
+pub fn orchestrator_client(api_key: Option<&str>) -> Result<reqwest::ClientBuilder, ServerError> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = api_key.filter(|key| !key.is_empty()) {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+            .map_err(|_| ServerError::ApiKey)?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    Ok(reqwest::Client::builder().default_headers(headers))
 }
 
 /// Registers with the orchestrator, then repeats it at the interval the

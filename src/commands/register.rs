@@ -39,22 +39,6 @@ pub(crate) struct RegisterArgs {
     api_key: Option<String>,
 }
 
-/// An HTTP client that sends `Authorization: Bearer <key>` when a key is
-/// given.
-pub(crate) fn api_client(api_key: Option<&str>) -> anyhow::Result<reqwest::Client> {
-    let mut headers = reqwest::header::HeaderMap::new();
-    if let Some(key) = api_key.filter(|key| !key.is_empty()) {
-        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
-            .map_err(|_| anyhow!("--api-key has characters an HTTP header cannot carry"))?;
-        value.set_sensitive(true);
-        headers.insert(reqwest::header::AUTHORIZATION, value);
-    }
-    reqwest::Client::builder()
-        .default_headers(headers)
-        .build()
-        .context("cannot build the HTTP client")
-}
-
 async fn answer<T: serde::de::DeserializeOwned>(
     response: reqwest::Response,
     what: &str,
@@ -137,7 +121,12 @@ pub(crate) async fn run(args: RegisterArgs) -> Result<u8, CommandError> {
         .map_err(CommandError::usage)?;
     let base = args.orchestrator.trim_end_matches('/');
     let size = bytes.len();
-    let http = api_client(args.api_key.as_deref()).map_err(CommandError::usage)?;
+    let http = pipeweave_host::server::orchestrator_client(args.api_key.as_deref())
+        .context("--api-key")
+        .map_err(CommandError::usage)?
+        .build()
+        .context("cannot build the HTTP client")
+        .map_err(CommandError::internal)?;
     let registered = upload_and_register(
         &http,
         base,

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use super::error::ApiError;
 use super::json::OptionalApiJson;
-use super::{AppState, parse_run_id};
+use super::{AppState, optional_text, parse_run_id};
 use crate::RunId;
 use crate::storage::{self, RunState};
 
@@ -40,26 +40,15 @@ struct CancelRequest {
     reason: Option<String>,
 }
 
-fn bounded(field: &str, value: Option<String>, max: usize) -> Result<Option<String>, ApiError> {
-    let value = value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
-    if value.as_ref().is_some_and(|v| v.chars().count() > max) {
-        return Err(ApiError::invalid(
-            field,
-            format!("must be at most {max} characters"),
-        ));
-    }
-    Ok(value)
-}
-
 async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
     OptionalApiJson(request): OptionalApiJson<CancelRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let run_id = parse_run_id("id", &id)?;
-    let cancelled_by =
-        bounded("cancelledBy", request.cancelled_by, 200)?.unwrap_or_else(|| "api".to_owned());
-    let reason = bounded("reason", request.reason, 500)?;
+    let cancelled_by = optional_text("cancelledBy", request.cancelled_by, 200)?
+        .unwrap_or_else(|| "api".to_owned());
+    let reason = optional_text("reason", request.reason, 500)?;
     let outcome = storage::runs::cancel(
         &state.pool,
         run_id.0,
@@ -81,15 +70,13 @@ async fn cancel(
     tracing::info!(%run_id, previous = outcome.previous.as_str(), %cancelled_by, "run cancelled");
     if outcome.previous == RunState::Running {
         state.metrics.attempt_ended("cancelled", "cancelled");
-    }
-    if outcome.previous == RunState::Running
-        && let (Some(target), Some(token)) = (outcome.target, outcome.attempt_token)
-    {
-        let notice = CancelNotice {
-            attempt: u32::try_from(outcome.attempt).unwrap_or(0),
-            attempt_token: token.to_string(),
-        };
-        tokio::spawn(tell_host(state.clone(), target, run_id, notice));
+        if let (Some(target), Some(token)) = (outcome.target, outcome.attempt_token) {
+            let notice = CancelNotice {
+                attempt: u32::try_from(outcome.attempt).unwrap_or(0),
+                attempt_token: token.to_string(),
+            };
+            tokio::spawn(tell_host(state.clone(), target, run_id, notice));
+        }
     }
     Ok(Json(json!({
         "runId": run_id,

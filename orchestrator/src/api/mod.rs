@@ -60,6 +60,23 @@ impl AppState {
     }
 }
 
+/// An optional free-text field, trimmed: blank means absent, and more than
+/// `max` characters is a 400 naming `field`.
+fn optional_text(
+    field: &str,
+    value: Option<String>,
+    max: usize,
+) -> Result<Option<String>, error::ApiError> {
+    let value = value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    if value.as_ref().is_some_and(|v| v.chars().count() > max) {
+        return Err(error::ApiError::invalid(
+            field,
+            format!("must be at most {max} characters"),
+        ));
+    }
+    Ok(value)
+}
+
 /// Reads a run id (`trun_…`) from `field`, or a 400 naming it.
 fn parse_run_id(field: &str, text: &str) -> Result<crate::RunId, error::ApiError> {
     text.parse()

@@ -16,9 +16,9 @@ use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::AppState;
 use super::error::ApiError;
 use super::json::OptionalApiJson;
+use super::{AppState, optional_text};
 use crate::config::Mode;
 use crate::storage;
 use crate::storage::maintenance::Maintenance;
@@ -129,14 +129,7 @@ async fn enter_maintenance(
     State(state): State<AppState>,
     OptionalApiJson(request): OptionalApiJson<EnterRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    let reason = request.reason.map(|r| r.trim().to_owned());
-    if reason.as_ref().is_some_and(|r| r.chars().count() > 500) {
-        return Err(ApiError::invalid(
-            "reason",
-            "must be at most 500 characters",
-        ));
-    }
-    let reason = reason.filter(|r| !r.is_empty());
+    let reason = optional_text("reason", request.reason, 500)?;
     let entered = storage::maintenance::enter(&state.pool, reason.as_deref(), Utc::now()).await?;
     tracing::warn!(
         reason = entered.reason.as_deref().unwrap_or(""),

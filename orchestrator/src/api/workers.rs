@@ -46,25 +46,32 @@ fn parse_attempt(attempt: u32) -> Result<i32, ApiError> {
 /// unknown run, else 409 saying what the run is doing now.
 async fn refusal(state: &AppState, run_id: RunId, attempt: i32) -> ApiError {
     match storage::runs::attempt_state(&state.pool, run_id.0).await {
-        Ok(None) => ApiError::NotFound {
+        Ok(now) => refusal_for(run_id, attempt, now),
+        Err(error) => error.into(),
+    }
+}
+
+/// [`refusal`] for a run whose state was read already (`None`: no run).
+fn refusal_for(run_id: RunId, attempt: i32, now: Option<storage::runs::AttemptState>) -> ApiError {
+    match now {
+        None => ApiError::NotFound {
             what: "task run",
             id: run_id.to_string(),
         },
-        Ok(Some(now)) if now.state == RunState::Running && now.attempt == attempt => {
+        Some(now) if now.state == RunState::Running && now.attempt == attempt => {
             ApiError::Conflict(format!(
                 "attemptToken does not match attempt {attempt} of run {run_id}"
             ))
         }
-        Ok(Some(now)) if now.state == RunState::Running => ApiError::Conflict(format!(
+        Some(now) if now.state == RunState::Running => ApiError::Conflict(format!(
             "attempt {attempt} of run {run_id} was superseded: attempt {} is running now",
             now.attempt
         )),
-        Ok(Some(now)) => ApiError::Conflict(format!(
+        Some(now) => ApiError::Conflict(format!(
             "attempt {attempt} of run {run_id} is over: the run is {} (attempt {})",
             now.state.as_str(),
             now.attempt
         )),
-        Err(error) => error.into(),
     }
 }
 
@@ -94,13 +101,14 @@ async fn record_heartbeat(
     if !current {
         // A cancelled attempt hears it from its heartbeat (spec-era workers
         // know no other way); anything else that is not current is refused.
-        if let Ok(Some(now)) = storage::runs::attempt_state(&state.pool, run_id.0).await
-            && now.state == RunState::Cancelled
-            && now.attempt == attempt
+        let now = storage::runs::attempt_state(&state.pool, run_id.0).await?;
+        if now
+            .as_ref()
+            .is_some_and(|now| now.state == RunState::Cancelled && now.attempt == attempt)
         {
             return Ok(Json(HeartbeatResponse { cancel: true }));
         }
-        return Err(refusal(state, run_id, attempt).await);
+        return Err(refusal_for(run_id, attempt, now));
     }
     Ok(Json(HeartbeatResponse { cancel: false }))
 }
