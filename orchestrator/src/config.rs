@@ -5,7 +5,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// How the orchestrator schedules work.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// A background scheduler claims and dispatches runs as they arrive.
     Standalone,

@@ -59,6 +59,19 @@ impl serde::Serialize for RunId {
     }
 }
 
+impl utoipa::PartialSchema for RunId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .pattern(Some("^trun_[0-9a-fA-F]{32}$"))
+            .description(Some("A task run id: `trun_` and 32 hex digits."))
+            .examples(["trun_019ac2a1f3e27c55a1b2c3d4e5f60718"])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for RunId {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

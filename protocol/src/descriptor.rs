@@ -39,6 +39,7 @@ impl LogLevel {
 /// How an asset's bytes are to be read; it decides the content type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum AssetKind {
     /// Structured data.
     Json,
@@ -62,6 +63,7 @@ impl AssetKind {
 /// How the delay between retries grows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum RetryBackoff {
     /// The same delay before every retry.
     Fixed,
@@ -76,6 +78,7 @@ pub enum RetryBackoff {
 /// the task.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Idempotency {
     /// JSON pointers into the input whose values form the key; empty means
     /// the whole input.
@@ -87,6 +90,7 @@ pub struct Idempotency {
     /// How long a finished run's result is returned for a duplicate, in
     /// seconds (the spec's `idempotencyTTL`).
     #[serde(default = "default_idempotency_ttl")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub ttl_secs: u64,
 }
 
@@ -161,9 +165,11 @@ impl Idempotency {
 /// running it. Defaults are the spec's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskDescriptor {
     /// Unique task id: lowercase letters, digits, `-` and `_`, starting with
     /// a letter, at most 64 characters.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z][a-z0-9_-]{0,63}$"))]
     pub id: String,
     /// Human-readable description.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -173,6 +179,7 @@ pub struct TaskDescriptor {
     pub allowed_next: Vec<String>,
     /// Wall-clock limit of one attempt, in seconds.
     #[serde(default = "default_timeout")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub timeout: u32,
     /// How many times a failed attempt is retried.
     #[serde(default = "default_retries")]
@@ -188,12 +195,14 @@ pub struct TaskDescriptor {
     pub max_retry_delay_ms: u64,
     /// How often a running attempt reports that it is alive, in milliseconds.
     #[serde(default = "default_heartbeat_interval_ms")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub heartbeat_interval_ms: u64,
     /// Maximum attempts running at once; 0 is unlimited.
     #[serde(default)]
     pub concurrency: u32,
     /// Default queue priority; lower runs first.
     #[serde(default = "default_priority")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub priority: i32,
     /// Idempotent execution; `None` runs every enqueue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -207,6 +216,7 @@ pub struct TaskDescriptor {
     /// Upper bound on the task's memory in bytes; `None` takes the host's
     /// default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub memory_limit_bytes: Option<u64>,
 }
 

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 /// Why an attempt failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum FailureReason {
     /// The task returned its own error; its code and retryability are the
     /// task's.

@@ -41,21 +41,26 @@ fn default_service_version() -> String {
 /// hashes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisterRequest {
     /// Unique id of the service.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200))]
     pub service_id: String,
     /// The service's version; a change of version cancels queued runs of
     /// task types the new version no longer has.
     #[serde(default = "default_service_version")]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 100))]
     pub version: String,
     /// Where a plain HTTP worker receives dispatches
     /// (`POST {baseUrl}/tasks/{taskId}`). Absent for WebAssembly modules,
     /// which run on PipeWeave hosts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^https?://"))]
     pub base_url: Option<String>,
     /// How many attempts a plain HTTP worker takes at once; the
     /// orchestrator's `MAX_CONCURRENCY` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 2147483647))]
     pub capacity: Option<u32>,
     /// The service's tasks.
     pub tasks: Vec<RegisteredTask>,
@@ -64,6 +69,7 @@ pub struct RegisterRequest {
 /// One task in a registration: its descriptor and the hash of its code.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisteredTask {
     /// Id, options and sandbox grants, flattened into this object as in the
     /// spec (`{ "id": "download", "codeHash": "…", "heartbeatIntervalMs": … }`).
@@ -71,12 +77,14 @@ pub struct RegisteredTask {
     pub descriptor: TaskDescriptor,
     /// Hash of the task's code: the SHA-256 of a WebAssembly module, or
     /// whatever stable hash a plain HTTP worker computes for its handler.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 128))]
     pub code_hash: String,
 }
 
 /// The answer to a registration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisterResponse {
     /// The service.
     pub service_id: String,
@@ -92,6 +100,7 @@ pub struct RegisterResponse {
 /// A task whose code hash changed at registration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CodeChange {
     /// The task.
     pub task_id: String,
@@ -108,6 +117,7 @@ pub struct CodeChange {
 /// Where a piece of data is, or the data itself when it is small.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AssetRef {
     /// Object-storage path.
     pub path: String,
@@ -123,6 +133,7 @@ pub struct AssetRef {
 /// one per upstream task.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ResultRef {
     /// Object-storage path of its output JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -192,25 +203,32 @@ pub struct Dispatch {
 /// `POST /api/heartbeat`: the attempt is alive; optionally, how far along.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Heartbeat {
     /// The task run.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^trun_[0-9a-fA-F]{32}$"))]
     pub run_id: String,
     /// The attempt sending it.
+    #[cfg_attr(feature = "openapi", schema(maximum = 2147483647))]
     pub attempt: u32,
     /// The attempt's token from its dispatch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(format = Uuid))]
     pub attempt_token: Option<String>,
     /// Progress, 0 to 100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(maximum = 100))]
     pub progress: Option<u8>,
     /// What the task is doing now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 1000))]
     pub message: Option<String>,
 }
 
 /// The answer to a heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HeartbeatResponse {
     /// The attempt was cancelled (or is no longer current): stop it.
     #[serde(default)]
@@ -232,6 +250,7 @@ pub struct CancelNotice {
 /// How an attempt ended, in a [`Callback`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum CallbackStatus {
     /// The task returned a result.
     Success,
@@ -244,6 +263,7 @@ pub enum CallbackStatus {
 /// attempts see as `previousAttempts[].errorCode`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AttemptError {
     /// What went wrong.
     pub message: String,
@@ -284,16 +304,19 @@ impl AttemptError {
 /// `POST /api/callback/{runId}`: the attempt's result, metadata only.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Callback {
     /// Success or failure.
     pub status: CallbackStatus,
     /// The attempt reporting. Spec-era workers omit it; the orchestrator
     /// then takes the current attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(maximum = 2147483647))]
     pub attempt: Option<u32>,
     /// The attempt's token from its dispatch. The orchestrator refuses a
     /// callback without it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(format = Uuid))]
     pub attempt_token: Option<String>,
     /// The output and assets (`outputPath`, `outputSize`, `output`,
     /// `assets`), flattened into this object as in the spec.
@@ -313,6 +336,7 @@ pub struct Callback {
 /// The answer to a callback: what became of the run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CallbackResponse {
     /// The task run.
     pub run_id: String,
@@ -326,20 +350,25 @@ pub struct CallbackResponse {
 /// hosts it heard from recently.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HostRegistration {
     /// Unique id of the host; stable across restarts if you want its
     /// history to read well.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200))]
     pub host_id: String,
     /// Where the host receives dispatches (`POST {url}/tasks/{taskId}`).
+    #[cfg_attr(feature = "openapi", schema(pattern = "^https?://"))]
     pub url: String,
     /// How many attempts it runs at once; the orchestrator sends about that
     /// many and the host queues any surplus.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 2147483647))]
     pub capacity: u32,
 }
 
 /// The answer to a host registration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HostRegistrationResponse {
     /// How often to repeat the registration; a host silent for three
     /// intervals gets no more dispatches.
@@ -349,6 +378,7 @@ pub struct HostRegistrationResponse {
 /// The answer to a module upload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ModuleUploaded {
     /// The SHA-256 the orchestrator computed, equal to the one in the path.
     pub code_hash: String,

@@ -13,6 +13,9 @@
 //! - [`compile_cache_dir`]: the shared compiled-component cache.
 //! - [`cargo_component`]: the `cargo-component` binary, installed into
 //!   `target/tools` on first use when it is not on `PATH`.
+//! - [`schemathesis`]: the `st` command of schemathesis (an OpenAPI
+//!   property-based tester), installed from PyPI into a virtual
+//!   environment in `target/tools` on first use.
 //! - [`postgres`]: a PostgreSQL server for tests (`DATABASE_URL`, or a
 //!   private cluster) and a database per test.
 //! - [`process`]: server processes that are killed when dropped, and the
@@ -143,6 +146,67 @@ fn find_or_install_cargo_component() -> Result<PathBuf, String> {
         Err(format!(
             "cargo-component is not on PATH and `cargo install cargo-component --locked` failed:\n{}",
             String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}
+
+/// The schemathesis version the API fuzz test runs.
+pub const SCHEMATHESIS_VERSION: &str = "4.32.5";
+
+/// The `st` command of schemathesis [`SCHEMATHESIS_VERSION`], installed
+/// once with pip into a virtual environment in `target/tools/schemathesis`
+/// (about half a minute on first use).
+#[track_caller]
+pub fn schemathesis() -> PathBuf {
+    static FOUND: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match FOUND.get_or_init(install_schemathesis) {
+        Ok(path) => path.clone(),
+        Err(message) => panic!("{message}"),
+    }
+}
+
+fn install_schemathesis() -> Result<PathBuf, String> {
+    let venv = workspace_root()
+        .join("target")
+        .join("tools")
+        .join(format!("schemathesis-{SCHEMATHESIS_VERSION}"));
+    let st = venv.join("bin").join("st");
+    if st.is_file() {
+        return Ok(st);
+    }
+    let run = |command: &mut Command, what: &str| -> Result<(), String> {
+        let output = command
+            .output()
+            .map_err(|e| format!("cannot run {what}: {e}"))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{what} failed:\n{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ))
+        }
+    };
+    run(
+        Command::new("python3").args(["-m", "venv"]).arg(&venv),
+        "python3 -m venv (on Debian, install python3-venv)",
+    )?;
+    run(
+        Command::new(venv.join("bin").join("pip")).args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            &format!("schemathesis=={SCHEMATHESIS_VERSION}"),
+        ]),
+        "pip install schemathesis",
+    )?;
+    if st.is_file() {
+        Ok(st)
+    } else {
+        Err(format!(
+            "pip installed schemathesis but {} is missing",
+            st.display()
         ))
     }
 }

@@ -18,6 +18,11 @@ fn authenticated_by_attempt_token(path: &str) -> bool {
     path == "/api/heartbeat" || path == "/api/progress" || path.starts_with("/api/callback/")
 }
 
+/// Whether a write to `path` needs the key when one is set.
+pub(super) fn needs_api_key(path: &str) -> bool {
+    !authenticated_by_attempt_token(path)
+}
+
 /// Refuses a write without the key.
 pub(super) async fn require_api_key(
     State(state): State<AppState>,
@@ -28,7 +33,7 @@ pub(super) async fn require_api_key(
         return next.run(request).await;
     };
     let read = matches!(*request.method(), Method::GET | Method::HEAD);
-    if read || authenticated_by_attempt_token(request.uri().path()) {
+    if read || !needs_api_key(request.uri().path()) {
         return next.run(request).await;
     }
     let presented = request

@@ -10,14 +10,16 @@
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::{Path, State};
-use axum::{Json, Router, routing::post};
 use chrono::Utc;
 use pipeweave_protocol::wire::CancelNotice;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::error::ApiError;
+use super::error::{ApiError, BadRequest, Conflict, NotFound};
 use super::json::OptionalApiJson;
 use super::{AppState, optional_text, parse_run_id};
 use crate::RunId;
@@ -26,25 +28,56 @@ use crate::storage::{self, RunState};
 /// How long a host has to take a cancel notice.
 const NOTICE_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new().route("/api/task-runs/{id}/cancel", post(cancel))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(cancel))
 }
 
-/// The optional body.
-#[derive(Debug, Default, Deserialize)]
+/// The optional body of a cancel.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CancelRequest {
-    /// Who is cancelling (a person, a tool); `"api"` if not given.
+    /// Who is cancelling (a person, a tool), at most 200 characters;
+    /// `"api"` if not given.
     cancelled_by: Option<String>,
-    /// Why.
+    /// Why, at most 500 characters.
     reason: Option<String>,
 }
 
+/// A run just cancelled.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct Cancelled {
+    /// The run.
+    run_id: RunId,
+    /// Always `cancelled`.
+    status: RunState,
+    /// What it was doing: `queued`, `awaiting_retry` or `running`.
+    previous_status: RunState,
+    /// Who cancelled it.
+    cancelled_by: String,
+    /// Why, if they said.
+    reason: Option<String>,
+}
+
+/// `POST /api/task-runs/{id}/cancel`.
+#[utoipa::path(
+    post,
+    path = "/api/task-runs/{id}/cancel",
+    tag = "queue",
+    params(("id" = RunId, Path, description = "The run")),
+    request_body(content = Option<CancelRequest>, description = "Optional"),
+    responses(
+        (status = 200, description = "The run is cancelled; a running attempt is being interrupted", body = Cancelled),
+        BadRequest,
+        NotFound,
+        Conflict,
+    )
+)]
 async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
     OptionalApiJson(request): OptionalApiJson<CancelRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Cancelled>, ApiError> {
     let run_id = parse_run_id("id", &id)?;
     let cancelled_by = optional_text("cancelledBy", request.cancelled_by, 200)?
         .unwrap_or_else(|| "api".to_owned());
@@ -78,13 +111,13 @@ async fn cancel(
             tokio::spawn(tell_host(state.clone(), target, run_id, notice));
         }
     }
-    Ok(Json(json!({
-        "runId": run_id,
-        "status": RunState::Cancelled.as_str(),
-        "previousStatus": outcome.previous.as_str(),
-        "cancelledBy": cancelled_by,
-        "reason": reason,
-    })))
+    Ok(Json(Cancelled {
+        run_id,
+        status: RunState::Cancelled,
+        previous_status: outcome.previous,
+        cancelled_by,
+        reason,
+    }))
 }
 
 /// Tells the host running the attempt, if its target is a host; a plain

@@ -6,7 +6,44 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+
+/// The body of every error answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    /// What went wrong, for a person.
+    #[schema(
+        example = "tasks[1].priority: -1 is out of range; use 0 to 2147483647 (lower runs first)"
+    )]
+    pub error: String,
+    /// What went wrong, for a program: `invalid_field`, `malformed_json`,
+    /// `body_too_large`, `not_found`, `conflict`, `unauthorized`,
+    /// `unavailable` or `internal`.
+    #[schema(example = "invalid_field")]
+    pub code: &'static str,
+    /// The JSON path of the field at fault, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// Names the server's log line of a 500 or 503.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+/// A field has a value outside its rules; `field` names it.
+#[derive(Debug, utoipa::IntoResponses)]
+#[response(status = 400)]
+pub struct BadRequest(pub ErrorBody);
+
+/// The thing named in the path does not exist.
+#[derive(Debug, utoipa::IntoResponses)]
+#[response(status = 404)]
+pub struct NotFound(pub ErrorBody);
+
+/// The request conflicts with the current state.
+#[derive(Debug, utoipa::IntoResponses)]
+#[response(status = 409)]
+pub struct Conflict(pub ErrorBody);
 
 /// What a handler answers when it cannot do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +109,16 @@ impl From<sqlx::Error> for ApiError {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
                 Self::Unavailable(error.into())
             }
+            // A parameter the client sent that PostgreSQL cannot store: a
+            // NUL in a path or query value (JSON bodies are checked before).
+            sqlx::Error::Database(database)
+                if matches!(database.code().as_deref(), Some("22021" | "22P05")) =>
+            {
+                Self::MalformedJson {
+                    field: None,
+                    message: "a value in the request contains the NUL character, which cannot be stored; remove it".to_owned(),
+                }
+            }
             _ => Self::Internal(error.into()),
         }
     }
@@ -89,21 +136,24 @@ impl IntoResponse for ApiError {
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
-        let body = match &self {
+        let field = match &self {
+            Self::Invalid { field, .. } => Some(field.clone()),
+            Self::MalformedJson { field, .. } => field.clone(),
+            _ => None,
+        };
+        let request_id = match &self {
             Self::Internal(cause) | Self::Unavailable(cause) => {
                 let request_id = format!("req_{}", uuid::Uuid::new_v4().simple());
                 tracing::error!(%request_id, error = %crate::error_chain(cause), "request failed");
-                json!({ "error": self.to_string(), "code": code, "requestId": request_id })
+                Some(request_id)
             }
-            Self::Invalid { field, .. } => {
-                json!({ "error": self.to_string(), "code": code, "field": field })
-            }
-            Self::MalformedJson {
-                field: Some(field), ..
-            } => {
-                json!({ "error": self.to_string(), "code": code, "field": field })
-            }
-            _ => json!({ "error": self.to_string(), "code": code }),
+            _ => None,
+        };
+        let body = ErrorBody {
+            error: self.to_string(),
+            code,
+            field,
+            request_id,
         };
         let mut response = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {

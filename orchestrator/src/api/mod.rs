@@ -7,6 +7,7 @@ mod cancel;
 mod dlq;
 pub mod error;
 pub mod json;
+mod openapi;
 mod operations;
 mod queue;
 mod register;
@@ -83,9 +84,10 @@ fn parse_run_id(field: &str, text: &str) -> Result<crate::RunId, error::ApiError
         .map_err(|e: crate::ids::InvalidRunId| error::ApiError::invalid(field, e.to_string()))
 }
 
-/// The whole API.
-pub fn router(state: AppState) -> Router {
-    Router::new()
+/// Every route of the API with its OpenAPI description, before the state
+/// and the middleware are attached.
+fn routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    utoipa_axum::router::OpenApiRouter::with_openapi(openapi::base())
         .merge(operations::router())
         .merge(cancel::router())
         .merge(dlq::router())
@@ -94,6 +96,21 @@ pub fn router(state: AppState) -> Router {
         .merge(queue::router())
         .merge(workers::router())
         .merge(tick::router())
+        .merge(openapi::router())
+}
+
+/// The OpenAPI 3.1 document of the API, as `GET /api/openapi.json` serves
+/// it: generated from the handlers' own request and response types.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    let mut document = routes().into_openapi();
+    openapi::finish(&mut document);
+    document
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let router: Router<AppState> = routes().into();
+    router
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_api_key,

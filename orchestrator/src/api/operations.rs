@@ -7,75 +7,140 @@
 //! running attempts finish (heartbeats, callbacks and retries' bookkeeping
 //! go on), and enqueued runs wait. Leaving it wakes the scheduler.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use chrono::Utc;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::error::ApiError;
+use super::error::{ApiError, BadRequest};
 use super::json::OptionalApiJson;
+use super::queue::QueueCounts;
 use super::{AppState, optional_text};
 use crate::config::Mode;
 use crate::storage;
 use crate::storage::maintenance::Maintenance;
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/health", get(health))
-        .route("/api/info", get(info))
-        .route("/metrics", get(metrics))
-        .route("/api/maintenance", get(maintenance_status))
-        .route("/api/maintenance/enter", post(enter_maintenance))
-        .route("/api/maintenance/exit", post(exit_maintenance))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(info))
+        .routes(routes!(metrics))
+        .routes(routes!(maintenance_status))
+        .routes(routes!(enter_maintenance))
+        .routes(routes!(exit_maintenance))
+}
+
+/// Whether the API and its database answer.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct Health {
+    /// `ok` or `unavailable`.
+    #[schema(example = "ok")]
+    status: &'static str,
+    /// `ok` or `unreachable`.
+    #[schema(example = "ok")]
+    database: &'static str,
+    /// Whether maintenance mode is on; absent when the database is
+    /// unreachable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    maintenance: Option<bool>,
 }
 
 /// `GET /health`: the API answers and the database is reachable; also
 /// says whether maintenance mode is on.
-async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The API and its database answer", body = Health),
+        (status = 503, description = "The database is unreachable", body = Health),
+    )
+)]
+async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     match storage::maintenance::current(&state.pool).await {
         Ok(maintenance) => (
             StatusCode::OK,
-            Json(json!({
-                "status": "ok",
-                "database": "ok",
-                "maintenance": maintenance.is_some(),
-            })),
+            Json(Health {
+                status: "ok",
+                database: "ok",
+                maintenance: Some(maintenance.is_some()),
+            }),
         ),
         Err(error) => {
             tracing::warn!(%error, "health check: database unreachable");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "status": "unavailable", "database": "unreachable" })),
+                Json(Health {
+                    status: "unavailable",
+                    database: "unreachable",
+                    maintenance: None,
+                }),
             )
         }
     }
 }
 
+/// What this orchestrator is and how its queue stands.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct Info {
+    /// Always `pipeweave-orchestrator`.
+    name: &'static str,
+    /// The orchestrator's version.
+    version: &'static str,
+    /// Standalone (a background scheduler) or serverless (`POST /api/tick`).
+    mode: Mode,
+    /// When this process started.
+    started_at: DateTime<Utc>,
+    /// Seconds since then.
+    uptime_seconds: f64,
+    /// Maintenance mode.
+    maintenance: MaintenanceState,
+    /// Runs by state, as `GET /api/queue/status` counts them.
+    queue: QueueCounts,
+}
+
 /// `GET /api/info`: version, mode, uptime, maintenance and queue counts.
-async fn info(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/api/info",
+    tag = "operations",
+    responses((status = 200, description = "This orchestrator", body = Info))
+)]
+async fn info(State(state): State<AppState>) -> Result<Json<Info>, ApiError> {
     let now = Utc::now();
     let maintenance = storage::maintenance::current(&state.pool).await?;
     let counts = storage::runs::counts(&state.pool, now).await?;
     let uptime = now - state.started_at;
-    Ok(Json(json!({
-        "name": "pipeweave-orchestrator",
-        "version": env!("CARGO_PKG_VERSION"),
-        "mode": match state.config.mode {
-            Mode::Standalone => "standalone",
-            Mode::Serverless => "serverless",
-        },
-        "startedAt": state.started_at,
-        "uptimeSeconds": uptime.num_milliseconds().max(0) as f64 / 1000.0,
-        "maintenance": maintenance_json(maintenance.as_ref()),
-        "queue": super::queue::counts_json(&counts),
-    })))
+    Ok(Json(Info {
+        name: "pipeweave-orchestrator",
+        version: env!("CARGO_PKG_VERSION"),
+        mode: state.config.mode,
+        started_at: state.started_at,
+        uptime_seconds: uptime.num_milliseconds().max(0) as f64 / 1000.0,
+        maintenance: MaintenanceState::from(maintenance),
+        queue: QueueCounts::from(&counts),
+    }))
 }
 
 /// `GET /metrics`: Prometheus text exposition (see [`crate::metrics`]).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((
+        status = 200,
+        description = "Runs by state, claims, dispatches and attempts, in the OpenMetrics text format",
+        content_type = "application/openmetrics-text",
+        body = String
+    ))
+)]
 async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let counts = storage::runs::counts(&state.pool, Utc::now()).await?;
     let text = state
@@ -92,43 +157,92 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
         .into_response())
 }
 
-/// `{ "enabled": bool, "reason": …, "since": … }`.
-fn maintenance_json(maintenance: Option<&Maintenance>) -> Value {
-    match maintenance {
-        Some(m) => json!({ "enabled": true, "reason": m.reason, "since": m.since }),
-        None => json!({ "enabled": false, "reason": null, "since": null }),
+/// Whether maintenance mode is on, since when and why.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct MaintenanceState {
+    /// Whether claiming is stopped.
+    enabled: bool,
+    /// Why, as given when it was entered.
+    reason: Option<String>,
+    /// When it was entered.
+    since: Option<DateTime<Utc>>,
+}
+
+impl From<Option<Maintenance>> for MaintenanceState {
+    fn from(maintenance: Option<Maintenance>) -> Self {
+        match maintenance {
+            Some(m) => Self {
+                enabled: true,
+                reason: m.reason,
+                since: Some(m.since),
+            },
+            None => Self {
+                enabled: false,
+                reason: None,
+                since: None,
+            },
+        }
     }
 }
 
-/// Maintenance status plus the attempts still running, which an operator
+/// Maintenance mode and the attempts still running, which an operator
 /// waits for before taking things down.
-async fn status_json(state: &AppState) -> Result<Json<Value>, ApiError> {
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct MaintenanceStatus {
+    #[serde(flatten)]
+    maintenance: MaintenanceState,
+    /// Attempts running now.
+    running_attempts: i64,
+}
+
+async fn status(state: &AppState) -> Result<Json<MaintenanceStatus>, ApiError> {
     let maintenance = storage::maintenance::current(&state.pool).await?;
     let counts = storage::runs::counts(&state.pool, Utc::now()).await?;
-    let mut answer = maintenance_json(maintenance.as_ref());
-    answer["runningAttempts"] = json!(counts.running);
-    Ok(Json(answer))
+    Ok(Json(MaintenanceStatus {
+        maintenance: MaintenanceState::from(maintenance),
+        running_attempts: counts.running,
+    }))
 }
 
 /// `GET /api/maintenance`.
-async fn maintenance_status(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    status_json(&state).await
+#[utoipa::path(
+    get,
+    path = "/api/maintenance",
+    tag = "operations",
+    responses((status = 200, description = "Maintenance mode", body = MaintenanceStatus))
+)]
+async fn maintenance_status(
+    State(state): State<AppState>,
+) -> Result<Json<MaintenanceStatus>, ApiError> {
+    status(&state).await
 }
 
 /// The body of `POST /api/maintenance/enter`; the body itself is optional.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct EnterRequest {
-    /// Why, shown by `/api/info` and the status.
+    /// Why, shown by `/api/info` and the status; at most 500 characters.
     reason: Option<String>,
 }
 
 /// `POST /api/maintenance/enter`: stops claiming on every replica.
 /// Entering again changes nothing (the first reason and time stay).
+#[utoipa::path(
+    post,
+    path = "/api/maintenance/enter",
+    tag = "operations",
+    request_body(content = Option<EnterRequest>, description = "Optional"),
+    responses(
+        (status = 200, description = "Maintenance mode is on", body = MaintenanceStatus),
+        BadRequest,
+    )
+)]
 async fn enter_maintenance(
     State(state): State<AppState>,
     OptionalApiJson(request): OptionalApiJson<EnterRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MaintenanceStatus>, ApiError> {
     let reason = optional_text("reason", request.reason, 500)?;
     let entered = storage::maintenance::enter(&state.pool, reason.as_deref(), Utc::now()).await?;
     tracing::warn!(
@@ -136,14 +250,22 @@ async fn enter_maintenance(
         since = %entered.since,
         "maintenance mode on: no new attempts start; running ones finish"
     );
-    status_json(&state).await
+    status(&state).await
 }
 
 /// `POST /api/maintenance/exit`: claiming resumes at once.
-async fn exit_maintenance(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(
+    post,
+    path = "/api/maintenance/exit",
+    tag = "operations",
+    responses((status = 200, description = "Maintenance mode is off", body = MaintenanceStatus))
+)]
+async fn exit_maintenance(
+    State(state): State<AppState>,
+) -> Result<Json<MaintenanceStatus>, ApiError> {
     if storage::maintenance::exit(&state.pool).await? {
         tracing::warn!("maintenance mode off: claiming resumes");
     }
     state.wake_scheduler.notify_one();
-    status_json(&state).await
+    status(&state).await
 }

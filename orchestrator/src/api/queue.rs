@@ -8,17 +8,19 @@
 //! A batch is all or nothing: one bad item fails the request with the
 //! item's path (`tasks[3].priority`) and writes no row.
 
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::error::ApiError;
+use super::error::{ApiError, BadRequest, NotFound};
 use super::json::ApiJson;
-use super::runs_view;
+use super::runs_view::{DuplicateRun, RunDetail, RunSummary};
 use super::{AppState, parse_run_id};
 use crate::RunId;
 use crate::storage::runs::Enqueued;
@@ -27,24 +29,29 @@ use crate::storage::{self, RunState};
 /// Most runs in one batch request.
 const MAX_BATCH: usize = 10_000;
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/queue/task", post(queue_task))
-        .route("/api/queue/batch", post(queue_batch))
-        .route("/api/queue/status", get(queue_status))
-        .route("/api/queue/items", get(queue_items))
-        .route("/api/task-runs/{id}", get(task_run))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(queue_task))
+        .routes(routes!(queue_batch))
+        .routes(routes!(queue_status))
+        .routes(routes!(queue_items))
+        .routes(routes!(task_run))
 }
 
 /// One run to enqueue, as the spec's `POST /api/queue/task` takes it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct QueueTask {
+    /// The task to run; it must be registered.
     task_id: String,
+    /// The task's input; `null` when left out.
     #[serde(default)]
     input: Value,
-    /// Overrides the task's default priority; lower runs first.
+    /// Overrides the task's default priority: 0 to 2147483647, lower runs
+    /// first.
+    #[schema(minimum = 0, maximum = 2147483647)]
     priority: Option<i64>,
+    /// The caller's own data, kept with the run and shown with it.
     metadata: Option<Value>,
     /// Do not start before this many milliseconds from now.
     delay_ms: Option<u64>,
@@ -53,13 +60,52 @@ struct QueueTask {
     /// While a run of this task with this key is live (its TTL has not
     /// passed and it has not ended dead or cancelled), enqueuing again
     /// returns that run instead of a new one.
+    #[schema(min_length = 1, max_length = 256)]
     idempotency_key: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// Runs to enqueue together: all of them or, if one is bad, none.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct QueueBatch {
+    /// 1 to 10,000 runs.
     tasks: Vec<QueueTask>,
+}
+
+/// A run just enqueued.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct QueuedRun {
+    /// The new run.
+    run_id: RunId,
+    /// Always `queued`.
+    status: RunState,
+    /// Its task.
+    task_id: String,
+    /// Its priority: the request's, or the task's default.
+    priority: i32,
+    /// Not started before this.
+    scheduled_at: DateTime<Utc>,
+}
+
+/// What became of each run of a batch, in order.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+enum BatchItem {
+    /// A new run.
+    Queued(QueuedRun),
+    /// The run that already holds this idempotency key.
+    Duplicate(Box<DuplicateRun>),
+}
+
+/// The answer to a batch.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct BatchQueued {
+    /// How many new runs were enqueued (duplicates are not counted).
+    queued: usize,
+    /// One item per run of the request, in order.
+    results: Vec<BatchItem>,
 }
 
 /// Checks the items and turns them into rows; `path` prefixes field names.
@@ -143,44 +189,61 @@ async fn enqueue(
 
 /// A duplicate's answer: the run that holds the key, as it is now, with
 /// its result if it has one.
-async fn duplicate_view(state: &AppState, run_id: uuid::Uuid) -> Result<Value, ApiError> {
-    let run = storage::runs::get(&state.pool, run_id).await?;
-    let mut view = match &run {
-        Some(run) => {
-            let mut view = runs_view::summary(run);
-            if let Some(Value::Object(result)) = &run.result {
-                view.extend(result.clone());
-            }
-            Value::Object(view)
-        }
-        None => json!({ "runId": RunId(run_id) }),
-    };
-    view["duplicate"] = json!(true);
-    Ok(view)
+async fn duplicate(state: &AppState, run_id: uuid::Uuid) -> Result<Box<DuplicateRun>, ApiError> {
+    let run = storage::runs::get(&state.pool, run_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound {
+            what: "task run",
+            id: RunId(run_id).to_string(),
+        })?;
+    Ok(Box::new(DuplicateRun::of(&run)))
 }
 
+/// The answer to a single enqueue: a new run (201) or the run holding its
+/// idempotency key (200).
+enum Enqueue {
+    Queued(QueuedRun),
+    Duplicate(Box<DuplicateRun>),
+}
+
+impl axum::response::IntoResponse for Enqueue {
+    fn into_response(self) -> axum::response::Response {
+        match self {
+            Self::Queued(run) => (StatusCode::CREATED, Json(run)).into_response(),
+            Self::Duplicate(run) => (StatusCode::OK, Json(run)).into_response(),
+        }
+    }
+}
+
+/// `POST /api/queue/task`: enqueues one run.
+#[utoipa::path(
+    post,
+    path = "/api/queue/task",
+    tag = "queue",
+    request_body = QueueTask,
+    responses(
+        (status = 201, description = "A new run was enqueued", body = QueuedRun, links(
+            ("GetRun" = (operation_id = "task_run", parameters(("id" = "$response.body#/runId")))),
+            ("CancelRun" = (operation_id = "cancel", parameters(("id" = "$response.body#/runId")))),
+        )),
+        (status = 200, description = "A live run of this task holds the idempotency key: that run, with its result if it has one", body = DuplicateRun),
+        BadRequest,
+        (status = 404, description = "The task is not registered", body = super::error::ErrorBody),
+    )
+)]
 async fn queue_task(
     State(state): State<AppState>,
     ApiJson(item): ApiJson<QueueTask>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Enqueue, ApiError> {
     let now = Utc::now();
     let runs = prepare(vec![(String::new(), item)], now)?;
     let outcomes = enqueue(&state, &runs, now).await?;
     let run = &runs[0];
     match outcomes.first() {
         Some(Enqueued::Duplicate { run_id }) => {
-            Ok((StatusCode::OK, Json(duplicate_view(&state, *run_id).await?)))
+            Ok(Enqueue::Duplicate(duplicate(&state, *run_id).await?))
         }
-        Some(Enqueued::New { priority }) => Ok((
-            StatusCode::CREATED,
-            Json(json!({
-                "runId": RunId(run.id),
-                "status": RunState::Queued.as_str(),
-                "taskId": run.task_id,
-                "priority": priority,
-                "scheduledAt": run.scheduled_at,
-            })),
-        )),
+        Some(&Enqueued::New { priority }) => Ok(Enqueue::Queued(QueuedRun::new(run, priority))),
         None => Err(ApiError::NotFound {
             what: "task",
             id: run.task_id.clone(),
@@ -188,10 +251,34 @@ async fn queue_task(
     }
 }
 
+impl QueuedRun {
+    fn new(run: &storage::runs::NewRun, priority: i32) -> Self {
+        Self {
+            run_id: RunId(run.id),
+            status: RunState::Queued,
+            task_id: run.task_id.clone(),
+            priority,
+            scheduled_at: run.scheduled_at,
+        }
+    }
+}
+
+/// `POST /api/queue/batch`: enqueues many runs in one transaction.
+#[utoipa::path(
+    post,
+    path = "/api/queue/batch",
+    tag = "queue",
+    request_body = QueueBatch,
+    responses(
+        (status = 201, description = "Every run was enqueued, or found as a duplicate", body = BatchQueued),
+        BadRequest,
+        (status = 404, description = "A task is not registered; nothing was enqueued", body = super::error::ErrorBody),
+    )
+)]
 async fn queue_batch(
     State(state): State<AppState>,
     ApiJson(batch): ApiJson<QueueBatch>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<BatchQueued>), ApiError> {
     if batch.tasks.is_empty() {
         return Err(ApiError::invalid(
             "tasks",
@@ -219,54 +306,104 @@ async fn queue_batch(
     let mut results = Vec::with_capacity(runs.len());
     let mut queued = 0;
     for (run, outcome) in runs.iter().zip(&outcomes) {
-        results.push(match outcome {
-            Enqueued::New { .. } => {
+        results.push(match *outcome {
+            Enqueued::New { priority } => {
                 queued += 1;
-                json!({ "runId": RunId(run.id), "taskId": run.task_id, "status": RunState::Queued.as_str() })
+                BatchItem::Queued(QueuedRun::new(run, priority))
             }
-            Enqueued::Duplicate { run_id } => duplicate_view(&state, *run_id).await?,
+            Enqueued::Duplicate { run_id } => {
+                BatchItem::Duplicate(duplicate(&state, run_id).await?)
+            }
         });
     }
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "queued": queued, "results": results })),
-    ))
+    Ok((StatusCode::CREATED, Json(BatchQueued { queued, results })))
+}
+
+/// Runs by state, with the spec's names.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct QueueCounts {
+    /// Queued and due.
+    pending: i64,
+    /// Running.
+    running: i64,
+    /// Queued for later (a delay or a scheduled time).
+    waiting: i64,
+    /// Succeeded.
+    completed: i64,
+    /// Failed, another attempt scheduled.
+    failed: i64,
+    /// Dead: in the dead-letter queue.
+    dlq: i64,
+    /// Cancelled.
+    cancelled: i64,
+    /// When the oldest due run became due.
+    oldest_pending: Option<DateTime<Utc>>,
+}
+
+impl From<&storage::runs::Counts> for QueueCounts {
+    fn from(counts: &storage::runs::Counts) -> Self {
+        Self {
+            pending: counts.pending,
+            running: counts.running,
+            waiting: counts.waiting,
+            completed: counts.succeeded,
+            failed: counts.awaiting_retry,
+            dlq: counts.dead,
+            cancelled: counts.cancelled,
+            oldest_pending: counts.oldest_pending,
+        }
+    }
 }
 
 /// `GET /api/queue/status`: the spec's counters. `pending` is queued and
 /// due, `waiting` is queued for later, `failed` is waiting for a retry,
 /// `dlq` is dead; `cancelled` is added.
-async fn queue_status(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/api/queue/status",
+    tag = "queue",
+    responses((status = 200, description = "Runs by state", body = QueueCounts))
+)]
+async fn queue_status(State(state): State<AppState>) -> Result<Json<QueueCounts>, ApiError> {
     let counts = storage::runs::counts(&state.pool, Utc::now()).await?;
-    Ok(Json(counts_json(&counts)))
+    Ok(Json(QueueCounts::from(&counts)))
 }
 
-/// The spec's queue statistics (`GET /api/queue/status`).
-pub(super) fn counts_json(counts: &storage::runs::Counts) -> Value {
-    json!({
-        "pending": counts.pending,
-        "running": counts.running,
-        "waiting": counts.waiting,
-        "completed": counts.succeeded,
-        "failed": counts.awaiting_retry,
-        "dlq": counts.dead,
-        "cancelled": counts.cancelled,
-        "oldestPending": counts.oldest_pending,
-    })
-}
-
-#[derive(Debug, Deserialize)]
+/// Which runs `GET /api/queue/items` lists.
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ItemsQuery {
-    /// Comma-separated states.
+    /// Comma-separated states: queued, running, awaiting_retry, succeeded,
+    /// dead, cancelled (or the spec's pending, completed, failed, dlq).
     status: Option<String>,
+    /// Only runs of this task.
     task_id: Option<String>,
     /// Created at or after (RFC 3339).
     since: Option<DateTime<Utc>>,
     /// Created before (RFC 3339).
     until: Option<DateTime<Utc>>,
+    /// 1 to 1000; 50 when left out.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
+    /// 0 or more; 0 when left out.
+    #[param(minimum = 0)]
     offset: Option<i64>,
+}
+
+/// A page of a list.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Page<T> {
+    /// This page.
+    pub(super) items: Vec<T>,
+    /// How many match in all.
+    pub(super) total: i64,
+    /// The page size asked for.
+    pub(super) limit: i64,
+    /// How many were skipped.
+    pub(super) offset: i64,
 }
 
 fn parse_states(text: &str) -> Result<Vec<RunState>, ApiError> {
@@ -289,10 +426,21 @@ fn parse_states(text: &str) -> Result<Vec<RunState>, ApiError> {
         .collect()
 }
 
+/// `GET /api/queue/items`: runs, newest first, with filters.
+#[utoipa::path(
+    get,
+    path = "/api/queue/items",
+    tag = "queue",
+    params(ItemsQuery),
+    responses(
+        (status = 200, description = "A page of runs, newest first", body = Page<RunSummary>),
+        BadRequest,
+    )
+)]
 async fn queue_items(
     State(state): State<AppState>,
     query: Result<Query<ItemsQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Page<RunSummary>>, ApiError> {
     let Query(query) = query.map_err(query_error)?;
     let (limit, offset) = page(query.limit, query.offset)?;
     let filter = storage::runs::ListFilter {
@@ -307,13 +455,12 @@ async fn queue_items(
         created_before: query.until,
     };
     let (rows, total) = storage::runs::list(&state.pool, &filter, limit, offset).await?;
-    let items: Vec<Value> = rows
-        .iter()
-        .map(|run| Value::Object(runs_view::summary(run)))
-        .collect();
-    Ok(Json(
-        json!({ "items": items, "total": total, "limit": limit, "offset": offset }),
-    ))
+    Ok(Json(Page {
+        items: rows.iter().map(RunSummary::of).collect(),
+        total,
+        limit,
+        offset,
+    }))
 }
 
 /// A query string that does not parse, as a 400.
@@ -337,10 +484,23 @@ pub(super) fn page(limit: Option<i64>, offset: Option<i64>) -> Result<(i64, i64)
     Ok((limit, offset))
 }
 
+/// `GET /api/task-runs/{id}`: one run with its input, result and every
+/// attempt.
+#[utoipa::path(
+    get,
+    path = "/api/task-runs/{id}",
+    tag = "queue",
+    params(("id" = RunId, Path, description = "The run")),
+    responses(
+        (status = 200, description = "The run", body = RunDetail),
+        BadRequest,
+        NotFound,
+    )
+)]
 async fn task_run(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RunDetail>, ApiError> {
     let run_id = parse_run_id("id", &id)?;
     let run = storage::runs::get(&state.pool, run_id.0)
         .await?
@@ -349,5 +509,5 @@ async fn task_run(
             id,
         })?;
     let attempts = storage::attempts::of_runs(&state.pool, &[run_id.0]).await?;
-    Ok(Json(runs_view::detail(&run, &attempts)))
+    Ok(Json(RunDetail::of(&run, &attempts)))
 }

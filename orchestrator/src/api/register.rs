@@ -12,29 +12,30 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::post;
-use axum::{Json, Router};
 use pipeweave_protocol::wire::{CodeChange, RegisterRequest, RegisterResponse};
 use pipeweave_protocol::{CodeHash, DescriptorError};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, BadRequest, Conflict};
 use super::json::ApiJson;
 use crate::storage::{self, Runtime};
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new().route("/api/register", post(register))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(register))
 }
 
 fn check(request: &RegisterRequest) -> Result<Runtime, ApiError> {
-    if request.service_id.trim().is_empty() || request.service_id.len() > 200 {
+    if request.service_id.trim().is_empty() || request.service_id.chars().count() > 200 {
         return Err(ApiError::invalid(
             "serviceId",
             "must be 1 to 200 characters",
         ));
     }
-    if request.version.is_empty() || request.version.len() > 100 {
+    if request.version.is_empty() || request.version.chars().count() > 100 {
         return Err(ApiError::invalid("version", "must be 1 to 100 characters"));
     }
     if request.capacity == Some(0) || request.capacity.is_some_and(|c| c > i32::MAX as u32) {
@@ -66,7 +67,7 @@ fn check(request: &RegisterRequest) -> Result<Runtime, ApiError> {
                 format!("task {:?} appears twice", task.descriptor.id),
             ));
         }
-        if task.code_hash.is_empty() || task.code_hash.len() > 128 {
+        if task.code_hash.is_empty() || task.code_hash.chars().count() > 128 {
             return Err(ApiError::invalid(
                 format!("tasks[{index}].codeHash"),
                 "must be 1 to 128 characters",
@@ -82,6 +83,18 @@ fn check(request: &RegisterRequest) -> Result<Runtime, ApiError> {
     Ok(runtime)
 }
 
+/// `POST /api/register`: registers a service and its tasks.
+#[utoipa::path(
+    post,
+    path = "/api/register",
+    tag = "registration",
+    request_body = RegisterRequest,
+    responses(
+        (status = 200, description = "Registered; `codeChanges` lists the tasks whose code changed", body = RegisterResponse),
+        BadRequest,
+        Conflict,
+    )
+)]
 async fn register(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<RegisterRequest>,

@@ -2,80 +2,211 @@
 //! `taskId` and `status`, and the output fields of the callback
 //! (`output`, `outputPath`, `outputSize`, `assets`) lifted to the top.
 
-use serde_json::{Map, Value, json};
+use chrono::{DateTime, Utc};
+use pipeweave_protocol::wire::ResultRef;
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::RunId;
 use crate::storage::RunState;
 use crate::storage::attempts::AttemptRow;
 use crate::storage::runs::RunRow;
 
-/// The summary shown in lists.
-pub(super) fn summary(run: &RunRow) -> Map<String, Value> {
-    let mut view = Map::new();
-    let mut put = |key: &str, value: Value| {
-        if !value.is_null() {
-            view.insert(key.to_owned(), value);
+/// A run as lists show it. Fields without a value are left out.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct RunSummary {
+    /// The run.
+    run_id: RunId,
+    /// Its task.
+    task_id: String,
+    /// Its state.
+    status: RunState,
+    /// Its priority; lower runs first.
+    priority: i32,
+    /// Its current or last attempt, from 1; 0 before the first.
+    attempt: i32,
+    /// When it was enqueued.
+    created_at: DateTime<Utc>,
+    /// Not started before this.
+    scheduled_at: DateTime<Utc>,
+    /// When its current or last attempt started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    started_at: Option<DateTime<Utc>>,
+    /// Its last heartbeat.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    heartbeat_at: Option<DateTime<Utc>>,
+    /// When it ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    finished_at: Option<DateTime<Utc>>,
+    /// The code version its current or last attempt ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code_version: Option<i32>,
+    /// The code hash its current or last attempt ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code_hash: Option<String>,
+    /// The host or worker of its current or last attempt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<String>,
+    /// Progress reported by the attempt, 0 to 100.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    progress: Option<i16>,
+    /// What the attempt said it is doing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    progress_message: Option<String>,
+    /// The caller's data from the enqueue.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<Value>,
+    /// The last attempt's error (`message`, `code`, `retryable`, `reason`,
+    /// `details`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<Value>,
+    /// Who cancelled it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cancelled_by: Option<String>,
+    /// Why it was cancelled, if they said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cancel_reason: Option<String>,
+}
+
+impl RunSummary {
+    pub(super) fn of(run: &RunRow) -> Self {
+        Self {
+            run_id: RunId(run.id),
+            task_id: run.task_id.clone(),
+            status: run.state,
+            priority: run.priority,
+            attempt: run.attempt,
+            created_at: run.created_at,
+            scheduled_at: run.scheduled_at,
+            started_at: run.started_at,
+            heartbeat_at: run.heartbeat_at,
+            finished_at: run.finished_at,
+            code_version: run.code_version,
+            code_hash: run.code_hash.clone(),
+            target: run.target.clone(),
+            progress: run.progress,
+            progress_message: run.progress_message.clone(),
+            metadata: run.metadata.clone(),
+            error: run.error.clone(),
+            cancelled_by: run.cancelled_by.clone(),
+            cancel_reason: run.cancel_reason.clone(),
         }
-    };
-    put("runId", json!(RunId(run.id)));
-    put("taskId", json!(run.task_id));
-    put("status", json!(run.state.as_str()));
-    put("priority", json!(run.priority));
-    put("attempt", json!(run.attempt));
-    put("createdAt", json!(run.created_at));
-    put("scheduledAt", json!(run.scheduled_at));
-    put("startedAt", json!(run.started_at));
-    put("heartbeatAt", json!(run.heartbeat_at));
-    put("finishedAt", json!(run.finished_at));
-    put("codeVersion", json!(run.code_version));
-    put("codeHash", json!(run.code_hash));
-    put("target", json!(run.target));
-    put("progress", json!(run.progress));
-    put("progressMessage", json!(run.progress_message));
-    put("metadata", run.metadata.clone().unwrap_or(Value::Null));
-    put("error", run.error.clone().unwrap_or(Value::Null));
-    put("cancelledBy", json!(run.cancelled_by));
-    put("cancelReason", json!(run.cancel_reason));
-    view
+    }
+}
+
+/// The run's result as its callback reported it; empty until it succeeds.
+fn result_of(run: &RunRow) -> ResultRef {
+    run.result
+        .clone()
+        .and_then(|result| serde_json::from_value(result).ok())
+        .unwrap_or_default()
+}
+
+/// The run that holds an idempotency key, answered instead of a new run.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct DuplicateRun {
+    #[serde(flatten)]
+    run: RunSummary,
+    #[serde(flatten)]
+    result: ResultRef,
+    /// Always `true`: no new run was made.
+    duplicate: bool,
+}
+
+impl DuplicateRun {
+    pub(super) fn of(run: &RunRow) -> Self {
+        Self {
+            run: RunSummary::of(run),
+            result: result_of(run),
+            duplicate: true,
+        }
+    }
+}
+
+/// One finished attempt of a run.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct AttemptView {
+    /// Its number, from 1.
+    attempt: i32,
+    /// `succeeded`, `failed` or `cancelled`.
+    #[schema(example = "failed")]
+    outcome: &'static str,
+    /// The host or worker it ran on.
+    target: Option<String>,
+    /// The code version it ran.
+    code_version: Option<i32>,
+    /// The code hash it ran.
+    code_hash: Option<String>,
+    /// When it started.
+    started_at: Option<DateTime<Utc>>,
+    /// When it ended.
+    finished_at: Option<DateTime<Utc>>,
+    /// Why it failed (`message`, `code`, `retryable`, `reason`, `details`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<Value>,
+}
+
+impl AttemptView {
+    pub(super) fn of(attempt: &AttemptRow) -> Self {
+        Self {
+            attempt: attempt.attempt,
+            outcome: attempt.outcome.as_str(),
+            target: attempt.target.clone(),
+            code_version: Some(attempt.code_version),
+            code_hash: Some(attempt.code_hash.clone()),
+            started_at: Some(attempt.started_at),
+            finished_at: Some(attempt.finished_at),
+            error: attempt.error.clone(),
+        }
+    }
+
+    /// The successful attempt, which is the run row itself.
+    fn succeeded(run: &RunRow) -> Self {
+        Self {
+            attempt: run.attempt,
+            outcome: "succeeded",
+            target: run.target.clone(),
+            code_version: run.code_version,
+            code_hash: run.code_hash.clone(),
+            started_at: run.started_at,
+            finished_at: run.finished_at,
+            error: None,
+        }
+    }
 }
 
 /// Everything about one run: the summary, its input, its result and every
-/// finished attempt (the failed ones from `attempts`, the successful one
-/// from the run row).
-pub(super) fn detail(run: &RunRow, attempts: &[AttemptRow]) -> Value {
-    let mut view = summary(run);
-    view.insert("input".into(), run.input.clone());
-    if let Some(Value::Object(result)) = &run.result {
-        for (key, value) in result {
-            view.insert(key.clone(), value.clone());
+/// finished attempt.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct RunDetail {
+    #[serde(flatten)]
+    run: RunSummary,
+    /// Its input.
+    input: Value,
+    #[serde(flatten)]
+    result: ResultRef,
+    /// Its finished attempts, oldest first.
+    attempts: Vec<AttemptView>,
+}
+
+impl RunDetail {
+    /// The failed and cancelled attempts come from `attempts`, the
+    /// successful one from the run row.
+    pub(super) fn of(run: &RunRow, attempts: &[AttemptRow]) -> Self {
+        let mut views: Vec<AttemptView> = attempts.iter().map(AttemptView::of).collect();
+        if run.state == RunState::Succeeded {
+            views.push(AttemptView::succeeded(run));
+        }
+        Self {
+            run: RunSummary::of(run),
+            input: run.input.clone(),
+            result: result_of(run),
+            attempts: views,
         }
     }
-    let mut attempts: Vec<Value> = attempts
-        .iter()
-        .map(|a| {
-            json!({
-                "attempt": a.attempt,
-                "outcome": a.outcome,
-                "target": a.target,
-                "codeVersion": a.code_version,
-                "codeHash": a.code_hash,
-                "startedAt": a.started_at,
-                "finishedAt": a.finished_at,
-                "error": a.error,
-            })
-        })
-        .collect();
-    if run.state == RunState::Succeeded {
-        attempts.push(json!({
-            "attempt": run.attempt,
-            "outcome": "succeeded",
-            "target": run.target,
-            "codeVersion": run.code_version,
-            "codeHash": run.code_hash,
-            "startedAt": run.started_at,
-            "finishedAt": run.finished_at,
-        }));
-    }
-    view.insert("attempts".into(), Value::Array(attempts));
-    Value::Object(view)
 }

@@ -7,46 +7,84 @@
 //! - `PUT /api/modules/:codeHash`, `GET /api/modules/:codeHash`: module
 //!   upload (the orchestrator recomputes the SHA-256) and download
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use pipeweave_protocol::CodeHash;
+use chrono::{DateTime, Utc};
 use pipeweave_protocol::wire::{HostRegistration, HostRegistrationResponse, ModuleUploaded};
-use serde_json::{Value, json};
+use pipeweave_protocol::{CodeHash, TaskDescriptor};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, BadRequest, NotFound};
 use super::json::{ApiJson, read_body};
 use crate::storage;
+use crate::storage::history::HistoryRow;
+use crate::storage::services::ServiceRow;
 
 /// How often hosts ping; one silent for three intervals gets no dispatches.
 pub const HOST_PING_INTERVAL_MS: u64 = 2_000;
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/services", get(list_services))
-        .route("/api/services/{id}/tasks", get(service_tasks))
-        .route("/api/tasks/{id}/history", get(task_history))
-        .route("/api/hosts", post(register_host))
-        .route(
-            "/api/modules/{code_hash}",
-            get(download_module).put(upload_module),
-        )
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_services))
+        .routes(routes!(service_tasks))
+        .routes(routes!(task_history))
+        .routes(routes!(register_host))
+        .routes(routes!(download_module, upload_module))
 }
 
-async fn list_services(
-    State(state): State<AppState>,
-) -> Result<Json<Vec<storage::services::ServiceRow>>, ApiError> {
+/// `GET /api/services`: every registered service.
+#[utoipa::path(
+    get,
+    path = "/api/services",
+    tag = "registration",
+    responses((status = 200, description = "The services, by id", body = Vec<ServiceRow>))
+)]
+async fn list_services(State(state): State<AppState>) -> Result<Json<Vec<ServiceRow>>, ApiError> {
     Ok(Json(storage::services::list(&state.pool).await?))
 }
 
+/// A task as registered: its descriptor with its service and code.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct ServiceTask {
+    #[serde(flatten)]
+    descriptor: TaskDescriptor,
+    /// Its service.
+    service_id: String,
+    /// Its current code hash.
+    code_hash: String,
+    /// Its current code version, from 1.
+    code_version: i32,
+    /// Attempts running now (counted for tasks with a concurrency limit).
+    running_count: i32,
+    /// First registration.
+    registered_at: DateTime<Utc>,
+    /// Latest registration.
+    updated_at: DateTime<Utc>,
+}
+
+/// `GET /api/services/{id}/tasks`: a service's tasks.
+#[utoipa::path(
+    get,
+    path = "/api/services/{id}/tasks",
+    tag = "registration",
+    params(("id" = String, Path, description = "The service")),
+    responses(
+        (status = 200, description = "Its tasks, by id", body = Vec<ServiceTask>),
+        NotFound,
+    )
+)]
 async fn service_tasks(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Vec<Value>>, ApiError> {
+) -> Result<Json<Vec<ServiceTask>>, ApiError> {
     let tasks = storage::tasks::list_for_service(&state.pool, &id).await?;
     if tasks.is_empty() && !storage::services::exists(&state.pool, &id).await? {
         return Err(ApiError::NotFound {
@@ -57,25 +95,41 @@ async fn service_tasks(
     let tasks = tasks
         .into_iter()
         .map(|task| {
-            let mut view = task.descriptor;
-            if let Some(object) = view.as_object_mut() {
-                object.insert("serviceId".into(), json!(task.service_id));
-                object.insert("codeHash".into(), json!(task.code_hash));
-                object.insert("codeVersion".into(), json!(task.code_version));
-                object.insert("runningCount".into(), json!(task.running_count));
-                object.insert("registeredAt".into(), json!(task.registered_at));
-                object.insert("updatedAt".into(), json!(task.updated_at));
-            }
-            view
+            let descriptor = serde_json::from_value(task.descriptor).map_err(|source| {
+                crate::Error::Corrupt {
+                    what: "stored task descriptor",
+                    source,
+                }
+            })?;
+            Ok(ServiceTask {
+                descriptor,
+                service_id: task.service_id,
+                code_hash: task.code_hash,
+                code_version: task.code_version,
+                running_count: task.running_count,
+                registered_at: task.registered_at,
+                updated_at: task.updated_at,
+            })
         })
-        .collect();
+        .collect::<Result<_, crate::Error>>()?;
     Ok(Json(tasks))
 }
 
+/// `GET /api/tasks/{id}/history`: a task's code versions, oldest first.
+#[utoipa::path(
+    get,
+    path = "/api/tasks/{id}/history",
+    tag = "registration",
+    params(("id" = String, Path, description = "The task")),
+    responses(
+        (status = 200, description = "Its code versions, oldest first", body = Vec<HistoryRow>),
+        NotFound,
+    )
+)]
 async fn task_history(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Vec<storage::history::HistoryRow>>, ApiError> {
+) -> Result<Json<Vec<HistoryRow>>, ApiError> {
     let history = storage::history::list(&state.pool, &id).await?;
     if history.is_empty() {
         return Err(ApiError::NotFound { what: "task", id });
@@ -83,11 +137,22 @@ async fn task_history(
     Ok(Json(history))
 }
 
+/// `POST /api/hosts`: a PipeWeave host registers, and pings.
+#[utoipa::path(
+    post,
+    path = "/api/hosts",
+    tag = "registration",
+    request_body = HostRegistration,
+    responses(
+        (status = 200, description = "Registered; ping again within the interval", body = HostRegistrationResponse),
+        BadRequest,
+    )
+)]
 async fn register_host(
     State(state): State<AppState>,
     ApiJson(host): ApiJson<HostRegistration>,
 ) -> Result<Json<HostRegistrationResponse>, ApiError> {
-    if host.host_id.trim().is_empty() || host.host_id.len() > 200 {
+    if host.host_id.trim().is_empty() || host.host_id.chars().count() > 200 {
         return Err(ApiError::invalid("hostId", "must be 1 to 200 characters"));
     }
     if !(host.url.starts_with("http://") || host.url.starts_with("https://")) {
@@ -124,6 +189,19 @@ fn parse_code_hash(text: &str) -> Result<CodeHash, ApiError> {
     })
 }
 
+/// `PUT /api/modules/{codeHash}`: uploads a module; the orchestrator
+/// recomputes its SHA-256 and refuses a mismatch.
+#[utoipa::path(
+    put,
+    path = "/api/modules/{code_hash}",
+    tag = "registration",
+    params(("code_hash" = String, Path, description = "The module's SHA-256: 64 lowercase hex digits", pattern = "^[0-9a-f]{64}$")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The component's bytes, with any content type (`pipeweave register` sends `application/wasm`)"),
+    responses(
+        (status = 201, description = "Stored (or already stored)", body = ModuleUploaded),
+        BadRequest,
+    )
+)]
 async fn upload_module(
     State(state): State<AppState>,
     Path(code_hash): Path<String>,
@@ -158,6 +236,18 @@ async fn upload_module(
     ))
 }
 
+/// `GET /api/modules/{codeHash}`: a module's bytes, for hosts.
+#[utoipa::path(
+    get,
+    path = "/api/modules/{code_hash}",
+    tag = "registration",
+    params(("code_hash" = String, Path, description = "The module's SHA-256: 64 lowercase hex digits", pattern = "^[0-9a-f]{64}$")),
+    responses(
+        (status = 200, description = "The component's bytes", content_type = "application/wasm", body = Vec<u8>),
+        BadRequest,
+        NotFound,
+    )
+)]
 async fn download_module(
     State(state): State<AppState>,
     Path(code_hash): Path<String>,

@@ -8,21 +8,50 @@
 
 use std::time::Instant;
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::post;
-use axum::{Json, Router};
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::ApiError;
 use crate::scheduler::{self, Scheduler};
 use crate::storage;
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new().route("/api/tick", post(tick))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(tick))
 }
 
-async fn tick(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// What one tick did.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct TickReport {
+    /// Runs claimed.
+    claimed: usize,
+    /// Attempts handed to a host or worker.
+    dispatched: usize,
+    /// Attempts whose dispatch failed (they are retried or dead-lettered).
+    dispatch_failed: usize,
+    /// Running attempts failed for a timeout or lost heartbeats.
+    overdue_failed: usize,
+    /// Dead runs purged past the retention.
+    dlq_purged: i64,
+    /// Whether maintenance mode is on (then nothing is claimed).
+    maintenance: bool,
+    /// How long the tick took.
+    duration_ms: u64,
+}
+
+/// `POST /api/tick`: one bounded round of scheduling.
+#[utoipa::path(
+    post,
+    path = "/api/tick",
+    tag = "operations",
+    responses((status = 200, description = "What the round did", body = TickReport))
+)]
+async fn tick(State(state): State<AppState>) -> Result<Json<TickReport>, ApiError> {
     let started = Instant::now();
     let scheduler = Scheduler::new(state);
     let failed_overdue = scheduler::watch_round(&scheduler, chrono::Utc::now()).await?;
@@ -43,7 +72,7 @@ async fn tick(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     } else {
         (0, scheduler::RoundReport::default())
     };
-    let duration_ms = started.elapsed().as_millis();
+    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     tracing::info!(
         claimed,
         dispatched = report.dispatched,
@@ -51,13 +80,13 @@ async fn tick(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
         duration_ms,
         "tick"
     );
-    Ok(Json(json!({
-        "claimed": claimed,
-        "dispatched": report.dispatched,
-        "dispatchFailed": report.failed,
-        "overdueFailed": failed_overdue,
-        "dlqPurged": dlq_purged,
-        "maintenance": maintenance.is_some(),
-        "durationMs": duration_ms,
-    })))
+    Ok(Json(TickReport {
+        claimed,
+        dispatched: report.dispatched,
+        dispatch_failed: report.failed,
+        overdue_failed: failed_overdue,
+        dlq_purged,
+        maintenance: maintenance.is_some(),
+        duration_ms,
+    }))
 }

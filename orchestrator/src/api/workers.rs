@@ -4,27 +4,28 @@
 //! token; a message from any attempt but the run's current running one is
 //! answered 409 and changes nothing.
 
+use axum::Json;
 use axum::extract::{Path, State};
-use axum::routing::post;
-use axum::{Json, Router};
 use pipeweave_protocol::FailureReason;
 use pipeweave_protocol::wire::{
     Callback, CallbackResponse, CallbackStatus, Heartbeat, HeartbeatResponse,
 };
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::error::ApiError;
+use super::error::{ApiError, BadRequest, Conflict, NotFound};
 use super::json::ApiJson;
 use super::{AppState, parse_run_id};
 use crate::RunId;
 use crate::queue::{self, AttemptRef};
 use crate::storage::{self, RunState};
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/heartbeat", post(heartbeat))
-        .route("/api/progress", post(progress))
-        .route("/api/callback/{run_id}", post(callback))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(heartbeat))
+        .routes(routes!(progress))
+        .routes(routes!(callback))
 }
 
 fn parse_token(token: Option<&str>) -> Result<Uuid, ApiError> {
@@ -85,8 +86,15 @@ async fn record_heartbeat(
     if beat.progress.is_some_and(|p| p > 100) {
         return Err(ApiError::invalid("progress", "must be between 0 and 100"));
     }
-    if beat.message.as_ref().is_some_and(|m| m.len() > 1000) {
-        return Err(ApiError::invalid("message", "must be at most 1000 bytes"));
+    if beat
+        .message
+        .as_ref()
+        .is_some_and(|m| m.chars().count() > 1000)
+    {
+        return Err(ApiError::invalid(
+            "message",
+            "must be at most 1000 characters",
+        ));
     }
     let current = storage::runs::heartbeat(
         &state.pool,
@@ -113,6 +121,19 @@ async fn record_heartbeat(
     Ok(Json(HeartbeatResponse { cancel: false }))
 }
 
+/// `POST /api/heartbeat`: the attempt is alive.
+#[utoipa::path(
+    post,
+    path = "/api/heartbeat",
+    tag = "workers",
+    request_body = Heartbeat,
+    responses(
+        (status = 200, description = "Recorded; `cancel: true` means stop the attempt", body = HeartbeatResponse),
+        BadRequest,
+        NotFound,
+        Conflict,
+    )
+)]
 async fn heartbeat(
     State(state): State<AppState>,
     ApiJson(beat): ApiJson<Heartbeat>,
@@ -121,6 +142,18 @@ async fn heartbeat(
 }
 
 /// `POST /api/progress`: a heartbeat that must carry `progress`.
+#[utoipa::path(
+    post,
+    path = "/api/progress",
+    tag = "workers",
+    request_body = Heartbeat,
+    responses(
+        (status = 200, description = "Recorded; `cancel: true` means stop the attempt", body = HeartbeatResponse),
+        BadRequest,
+        NotFound,
+        Conflict,
+    )
+)]
 async fn progress(
     State(state): State<AppState>,
     ApiJson(beat): ApiJson<Heartbeat>,
@@ -134,6 +167,20 @@ async fn progress(
     record_heartbeat(&state, beat).await
 }
 
+/// `POST /api/callback/{runId}`: the attempt's result.
+#[utoipa::path(
+    post,
+    path = "/api/callback/{run_id}",
+    tag = "workers",
+    params(("run_id" = RunId, Path, description = "The run")),
+    request_body = Callback,
+    responses(
+        (status = 200, description = "Recorded: what became of the run", body = CallbackResponse),
+        BadRequest,
+        NotFound,
+        Conflict,
+    )
+)]
 async fn callback(
     State(state): State<AppState>,
     Path(run_id): Path<String>,

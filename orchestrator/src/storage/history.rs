@@ -5,7 +5,7 @@ use sqlx::{PgConnection, PgPool};
 
 /// One code version, as `GET /api/tasks/:id/history` shows it (the spec
 /// uses snake_case here).
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct HistoryRow {
     /// The version number.
     pub code_version: i32,

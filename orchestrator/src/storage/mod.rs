@@ -24,7 +24,16 @@ pub async fn migrate(pool: &sqlx::PgPool) -> crate::Result<()> {
 
 /// A run's state, as the `run_state` enum stores it.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, sqlx::Type, serde::Serialize, serde::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    sqlx::Type,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
 )]
 #[sqlx(type_name = "run_state", rename_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
@@ -68,7 +77,7 @@ impl RunState {
 }
 
 /// Where a service's tasks run, as `service_runtime` stores it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type, serde::Serialize, utoipa::ToSchema)]
 #[sqlx(type_name = "service_runtime", rename_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum Runtime {
@@ -88,4 +97,14 @@ pub enum AttemptOutcome {
     Failed,
     /// It was cancelled.
     Cancelled,
+}
+
+impl AttemptOutcome {
+    /// The name in JSON and SQL.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
 }

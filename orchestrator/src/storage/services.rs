@@ -7,7 +7,7 @@ use sqlx::{PgConnection, PgPool};
 use super::Runtime;
 
 /// A service as listed by the API.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceRow {
     /// Its id.

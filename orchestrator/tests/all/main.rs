@@ -8,6 +8,7 @@ mod claim;
 mod dlq;
 mod e2e;
 mod idempotency;
+mod openapi;
 
 use std::time::Duration;
 
