@@ -13,8 +13,8 @@
 //! - [`compile_cache_dir`]: the shared compiled-component cache.
 //! - [`cargo_component`]: the `cargo-component` binary, installed into
 //!   `target/tools` on first use when it is not on `PATH`.
-//! - [`schemathesis`]: the `st` command of schemathesis (an OpenAPI
-//!   property-based tester), installed from PyPI into a virtual
+//! - [`api_tools`]: schemathesis (an OpenAPI property-based tester) and
+//!   openapi-spec-validator, installed from PyPI into a virtual
 //!   environment in `target/tools` on first use.
 //! - [`postgres`]: a PostgreSQL server for tests (`DATABASE_URL`, or a
 //!   private cluster) and a database per test.
@@ -150,29 +150,33 @@ fn find_or_install_cargo_component() -> Result<PathBuf, String> {
     }
 }
 
-/// The schemathesis version the API fuzz test runs.
-pub const SCHEMATHESIS_VERSION: &str = "4.32.5";
+/// The Python tools the API tests run, pinned: schemathesis (an OpenAPI
+/// property-based tester) and openapi-spec-validator.
+pub const API_TOOLS: &[&str] = &["schemathesis==4.32.5", "openapi-spec-validator==0.9.0"];
 
-/// The `st` command of schemathesis [`SCHEMATHESIS_VERSION`], installed
-/// once with pip into a virtual environment in `target/tools/schemathesis`
-/// (about half a minute on first use).
+/// The `bin` directory of a virtual environment holding [`API_TOOLS`]
+/// (`st`, `openapi-spec-validator`), installed once with pip into
+/// `target/tools/api-tools` (about half a minute on first use).
 #[track_caller]
-pub fn schemathesis() -> PathBuf {
+pub fn api_tools() -> PathBuf {
     static FOUND: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    match FOUND.get_or_init(install_schemathesis) {
+    match FOUND.get_or_init(install_api_tools) {
         Ok(path) => path.clone(),
         Err(message) => panic!("{message}"),
     }
 }
 
-fn install_schemathesis() -> Result<PathBuf, String> {
+fn install_api_tools() -> Result<PathBuf, String> {
     let venv = workspace_root()
         .join("target")
         .join("tools")
-        .join(format!("schemathesis-{SCHEMATHESIS_VERSION}"));
-    let st = venv.join("bin").join("st");
-    if st.is_file() {
-        return Ok(st);
+        .join("api-tools");
+    let bin = venv.join("bin");
+    // The pins, recorded once they are installed; a change reinstalls.
+    let stamp = venv.join("installed.txt");
+    let wanted = API_TOOLS.join("\n");
+    if std::fs::read_to_string(&stamp).is_ok_and(|installed| installed == wanted) {
+        return Ok(bin);
     }
     let run = |command: &mut Command, what: &str| -> Result<(), String> {
         let output = command
@@ -189,24 +193,17 @@ fn install_schemathesis() -> Result<PathBuf, String> {
         }
     };
     run(
-        Command::new("python3").args(["-m", "venv"]).arg(&venv),
+        Command::new("python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(&venv),
         "python3 -m venv (on Debian, install python3-venv)",
     )?;
     run(
-        Command::new(venv.join("bin").join("pip")).args([
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            &format!("schemathesis=={SCHEMATHESIS_VERSION}"),
-        ]),
-        "pip install schemathesis",
+        Command::new(bin.join("pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .args(API_TOOLS),
+        "pip install of the API test tools",
     )?;
-    if st.is_file() {
-        Ok(st)
-    } else {
-        Err(format!(
-            "pip installed schemathesis but {} is missing",
-            st.display()
-        ))
-    }
+    std::fs::write(&stamp, wanted).map_err(|e| format!("cannot write {}: {e}", stamp.display()))?;
+    Ok(bin)
 }

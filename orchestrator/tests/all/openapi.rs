@@ -1,7 +1,7 @@
-//! The OpenAPI document: it describes every endpoint the orchestrator
-//! serves, and schemathesis, generating requests from it against a real
-//! orchestrator on a real database, finds no server error and no answer
-//! that breaks the document.
+//! The OpenAPI document: it is valid OpenAPI 3.1, it describes every
+//! endpoint the orchestrator serves, and schemathesis, generating requests
+//! from it against a real orchestrator on a real database, finds no server
+//! error and no answer that breaks the document.
 
 use std::process::Command;
 use std::time::Instant;
@@ -174,10 +174,28 @@ async fn registered_service(orchestrator: &TestOrchestrator) -> Result<()> {
 }
 
 #[tokio::test]
-async fn schemathesis_finds_no_server_error_and_no_answer_that_breaks_the_document() -> Result<()> {
-    let st = tokio::task::spawn_blocking(pipeweave_testkit::schemathesis).await?;
+async fn the_document_is_valid_and_schemathesis_finds_no_server_error_and_no_answer_that_breaks_it()
+-> Result<()> {
+    let tools = tokio::task::spawn_blocking(pipeweave_testkit::api_tools).await?;
     let orchestrator = TestOrchestrator::start(Mode::Serverless).await?;
     registered_service(&orchestrator).await?;
+
+    // The document is valid OpenAPI 3.1 (openapi-spec-validator).
+    let (_, document) = orchestrator.get("/api/openapi.json").await?;
+    let file = tempfile::NamedTempFile::with_suffix(".json")?;
+    std::fs::write(file.path(), serde_json::to_vec(&document)?)?;
+    let validated = Command::new(tools.join("openapi-spec-validator"))
+        .arg(file.path())
+        .output()
+        .context("cannot run openapi-spec-validator")?;
+    assert!(
+        validated.status.success(),
+        "the document is not valid OpenAPI:\n{}{}",
+        String::from_utf8_lossy(&validated.stdout),
+        String::from_utf8_lossy(&validated.stderr)
+    );
+
+    let st = tools.join("st");
 
     let report = tempfile::tempdir()?;
     let url = format!("{}/api/openapi.json", orchestrator.url);
