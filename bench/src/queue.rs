@@ -684,6 +684,7 @@ async fn latency_rounds(
     });
 
     // The orchestrator.
+    let storage_dir = tempfile::tempdir()?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
     let api = format!("http://{address}");
@@ -701,8 +702,9 @@ async fn latency_rounds(
         dlq_retention: Duration::from_secs(30 * 86_400),
         idempotency_ttl: Duration::from_secs(86_400),
         api_key: None,
+        storage: pipeweave_storage::Backends::local_default(storage_dir.path().to_string_lossy()),
     };
-    let state = pipeweave_orchestrator::app_state(pool.clone(), config);
+    let state = pipeweave_orchestrator::app_state(pool.clone(), config)?;
     let orchestrator = tokio::spawn(pipeweave_orchestrator::serve(
         listener,
         state,

@@ -92,6 +92,23 @@ pub struct Args {
     /// Days a dead run stays in the dead-letter queue before it is purged.
     #[arg(long, env = "DLQ_RETENTION_DAYS", default_value_t = 30)]
     pub dlq_retention_days: u32,
+    /// The storage backends, as the spec's JSON array (`[{"id":
+    /// "primary-s3", "provider": "aws-s3", "bucket": …, "credentials": …}]`).
+    /// When unset, one local backend in `PIPEWEAVE_STORAGE_DIR`.
+    #[arg(long, env = "STORAGE_BACKENDS", hide_env_values = true)]
+    pub storage_backends: Option<String>,
+    /// Which of `STORAGE_BACKENDS` runs use when none is named (else the
+    /// one marked `isDefault`, or the only one).
+    #[arg(long, env = "DEFAULT_STORAGE_BACKEND_ID")]
+    pub default_storage_backend_id: Option<String>,
+    /// Where the default local backend keeps its files when
+    /// `STORAGE_BACKENDS` is unset.
+    #[arg(
+        long,
+        env = "PIPEWEAVE_STORAGE_DIR",
+        default_value = "pipeweave-storage"
+    )]
+    pub storage_dir: String,
 }
 
 /// A configuration value that is missing or malformed.
@@ -144,6 +161,8 @@ pub struct Config {
     pub idempotency_ttl: Duration,
     /// The key writes must present, if any.
     pub api_key: Option<String>,
+    /// Where inputs, outputs, assets and modules are stored.
+    pub storage: pipeweave_storage::Backends,
 }
 
 impl Config {
@@ -213,6 +232,25 @@ impl Args {
                 reason: "must be at least 1".into(),
             });
         }
+        let storage = match self.storage_backends.as_deref().map(str::trim) {
+            Some(json) if !json.is_empty() => pipeweave_storage::Backends::from_json(
+                json,
+                self.default_storage_backend_id.as_deref(),
+            )
+            .map_err(|error| ConfigError::Invalid {
+                variable: "STORAGE_BACKENDS",
+                reason: error.to_string(),
+            })?,
+            _ => {
+                if self.default_storage_backend_id.is_some() {
+                    return Err(ConfigError::Invalid {
+                        variable: "DEFAULT_STORAGE_BACKEND_ID",
+                        reason: "is set but STORAGE_BACKENDS is not".into(),
+                    });
+                }
+                pipeweave_storage::Backends::local_default(self.storage_dir)
+            }
+        };
         let listen = SocketAddr::new(self.listen_host, self.port);
         let public_url = match self.public_url {
             Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
@@ -240,6 +278,7 @@ impl Args {
             dlq_retention: Duration::from_secs(u64::from(self.dlq_retention_days) * 86_400),
             idempotency_ttl: Duration::from_secs(u64::from(self.idempotency_ttl_seconds)),
             api_key,
+            storage,
         })
     }
 }

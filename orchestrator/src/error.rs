@@ -24,6 +24,12 @@ pub enum Error {
     /// The metrics could not be written out.
     #[error("cannot encode the metrics")]
     Metrics,
+    /// A storage backend could not be opened.
+    #[error("storage")]
+    Storage(#[from] pipeweave_storage::ConfigError),
+    /// An object-storage read or write failed.
+    #[error("object storage")]
+    ObjectStore(#[from] pipeweave_storage::object_store::Error),
 }
 
 /// The orchestrator's result type.

@@ -76,10 +76,12 @@ pub async fn connect(database_url: &str) -> Result<sqlx::PgPool> {
 }
 
 /// The API state for a pool and configuration.
-pub fn app_state(pool: sqlx::PgPool, config: Config) -> api::AppState {
+pub fn app_state(pool: sqlx::PgPool, config: Config) -> Result<api::AppState> {
     // The only TLS provider compiled in; reqwest needs one installed.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    api::AppState {
+    let stores = pipeweave_storage::Stores::open(config.storage.clone())?;
+    Ok(api::AppState {
+        stores: Arc::new(stores),
         claims: scheduler::claims_pool(&pool, 4),
         pool,
         config: Arc::new(config),
@@ -91,7 +93,7 @@ pub fn app_state(pool: sqlx::PgPool, config: Config) -> api::AppState {
             .pool_max_idle_per_host(64)
             .build()
             .unwrap_or_default(),
-    }
+    })
 }
 
 /// Serves the API on `listener` and, in standalone mode, runs the

@@ -131,6 +131,11 @@ async fn serve_and_run(
     let mut secret_key = [0u8; 32];
     secret_key[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
     secret_key[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    // Inputs, outputs, assets and modules live here until the session ends.
+    let storage_dir = tempfile::Builder::new()
+        .prefix("pipeweave-dev-storage-")
+        .tempdir()
+        .map_err(CommandError::internal)?;
     let config = Config {
         database_url: database_url.to_owned(),
         listen: address,
@@ -145,8 +150,9 @@ async fn serve_and_run(
         dlq_retention: Duration::from_secs(30 * 86_400),
         idempotency_ttl: Duration::from_secs(86_400),
         api_key: None,
+        storage: pipeweave_storage::Backends::local_default(storage_dir.path().to_string_lossy()),
     };
-    let state = pipeweave_orchestrator::app_state(pool, config);
+    let state = pipeweave_orchestrator::app_state(pool, config).map_err(CommandError::internal)?;
     let orchestrator = tokio::spawn(pipeweave_orchestrator::serve(
         listener,
         state,

@@ -32,7 +32,9 @@ pub(crate) async fn run(args: Args) -> Result<u8, CommandError> {
         tracing::warn!("stopping");
         trigger.trigger();
     });
-    let state = pipeweave_orchestrator::app_state(pool, config);
+    let state = pipeweave_orchestrator::app_state(pool, config)
+        .context("cannot open the storage backends (STORAGE_BACKENDS or PIPEWEAVE_STORAGE_DIR)")
+        .map_err(CommandError::usage)?;
     pipeweave_orchestrator::serve(listener, state, shutdown)
         .await
         .map_err(CommandError::internal)?;

@@ -20,9 +20,11 @@
 //!   private cluster) and a database per test.
 //! - [`process`]: server processes that are killed when dropped, and the
 //!   Python example worker.
+//! - [`s3`]: a real S3-protocol server (s3s-fs) with a bucket.
 
 pub mod postgres;
 pub mod process;
+pub mod s3;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

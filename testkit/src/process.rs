@@ -19,7 +19,15 @@ impl Server {
     /// Starts `command` and waits up to `patience` for its `listening on`
     /// line. Its stderr goes to the test's stderr.
     #[track_caller]
-    pub fn start(mut command: Command, patience: Duration) -> Self {
+    pub fn start(command: Command, patience: Duration) -> Self {
+        Self::start_until(command, patience, "listening on ")
+    }
+
+    /// Starts `command` and waits up to `patience` for a line of its
+    /// stdout that contains `marker` followed by its URL (other servers
+    /// say it their own way). Its stderr goes to the test's stderr.
+    #[track_caller]
+    pub fn start_until(mut command: Command, patience: Duration, marker: &'static str) -> Self {
         let description = format!("{command:?}");
         let mut child = command
             .stdout(Stdio::piped())
@@ -36,11 +44,17 @@ impl Server {
             let mut sent = false;
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if !sent && let Some(address) = line.strip_prefix("listening on ") {
-                    let _ = sender.send(address.trim().replace("0.0.0.0", "127.0.0.1"));
-                    sent = true;
-                } else {
-                    eprintln!("{line}");
+                let url = line.find(marker).and_then(|at| {
+                    line[at + marker.len()..]
+                        .split(|c: char| c.is_whitespace() || c == '\u{1b}')
+                        .next()
+                });
+                match url {
+                    Some(url) if !sent => {
+                        let _ = sender.send(url.replace("0.0.0.0", "127.0.0.1"));
+                        sent = true;
+                    }
+                    _ => eprintln!("{line}"),
                 }
             }
         });
@@ -49,7 +63,9 @@ impl Server {
             Err(_) => {
                 let _ = child.kill();
                 let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
-                panic!("{description} did not print `listening on` within {patience:?} ({status})");
+                panic!(
+                    "{description} did not print `{marker}` and its URL within {patience:?} ({status})"
+                );
             }
         }
     }

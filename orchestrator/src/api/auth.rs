@@ -1,6 +1,7 @@
-//! The API key: when `PIPEWEAVE_API_KEY` is set, every write must send
-//! `Authorization: Bearer <key>` or gets `401`. Reads stay open, and the
-//! heartbeats, progress and callbacks of attempts are authenticated by
+//! The API key: when `PIPEWEAVE_API_KEY` is set, every write, and every
+//! read of stored objects (`GET /api/storage/{path}`), must send
+//! `Authorization: Bearer <key>` or gets `401`. Other reads stay open, and
+//! the heartbeats, progress and callbacks of attempts are authenticated by
 //! their attempt token instead, so workers and hosts need the key only to
 //! register.
 
@@ -18,9 +19,13 @@ fn authenticated_by_attempt_token(path: &str) -> bool {
     path == "/api/heartbeat" || path == "/api/progress" || path.starts_with("/api/callback/")
 }
 
-/// Whether a write to `path` needs the key when one is set.
-pub(super) fn needs_api_key(path: &str) -> bool {
-    !authenticated_by_attempt_token(path)
+/// Whether a request needs the key when one is set.
+pub(super) fn needs_api_key(method: &Method, path: &str) -> bool {
+    if path.starts_with("/api/storage/") && path != "/api/storage/backends" {
+        return true;
+    }
+    let read = matches!(*method, Method::GET | Method::HEAD);
+    !read && !authenticated_by_attempt_token(path)
 }
 
 /// Refuses a write without the key.
@@ -32,8 +37,7 @@ pub(super) async fn require_api_key(
     let Some(expected) = state.config.api_key.as_deref() else {
         return next.run(request).await;
     };
-    let read = matches!(*request.method(), Method::GET | Method::HEAD);
-    if read || !needs_api_key(request.uri().path()) {
+    if !needs_api_key(request.method(), request.uri().path()) {
         return next.run(request).await;
     }
     let presented = request

@@ -19,13 +19,13 @@ pub struct ErrorBody {
     pub error: String,
     /// What went wrong, for a program: `invalid_field`, `malformed_json`,
     /// `body_too_large`, `not_found`, `conflict`, `unauthorized`,
-    /// `unavailable` or `internal`.
+    /// `unavailable`, `storage_failed` or `internal`.
     #[schema(example = "invalid_field")]
     pub code: &'static str,
     /// The JSON path of the field at fault, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
-    /// Names the server's log line of a 500 or 503.
+    /// Names the server's log line of a 500, 502 or 503.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
 }
@@ -88,6 +88,9 @@ pub enum ApiError {
     /// The database is unreachable.
     #[error("database unavailable")]
     Unavailable(#[source] crate::Error),
+    /// A storage backend failed (unreachable, refused the credentials…).
+    #[error("storage backend failed")]
+    Storage(#[source] crate::Error),
     /// Anything else.
     #[error("internal error")]
     Internal(#[from] crate::Error),
@@ -134,6 +137,7 @@ impl IntoResponse for ApiError {
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::Storage(_) => (StatusCode::BAD_GATEWAY, "storage_failed"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         let field = match &self {
@@ -142,7 +146,7 @@ impl IntoResponse for ApiError {
             _ => None,
         };
         let request_id = match &self {
-            Self::Internal(cause) | Self::Unavailable(cause) => {
+            Self::Internal(cause) | Self::Unavailable(cause) | Self::Storage(cause) => {
                 let request_id = format!("req_{}", uuid::Uuid::new_v4().simple());
                 tracing::error!(%request_id, error = %crate::error_chain(cause), "request failed");
                 Some(request_id)

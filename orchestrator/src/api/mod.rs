@@ -7,6 +7,7 @@ mod cancel;
 mod dlq;
 pub mod error;
 pub mod json;
+mod objects;
 mod openapi;
 mod operations;
 mod queue;
@@ -50,6 +51,8 @@ pub struct AppState {
     /// The client for calls to hosts and workers (dispatches, cancel
     /// notices); each call sets its own timeout.
     pub http: reqwest::Client,
+    /// The storage backends, opened.
+    pub stores: Arc<pipeweave_storage::Stores>,
 }
 
 impl AppState {
@@ -96,6 +99,7 @@ fn routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
         .merge(queue::router())
         .merge(workers::router())
         .merge(tick::router())
+        .merge(objects::router())
         .merge(openapi::router())
 }
 

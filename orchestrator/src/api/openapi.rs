@@ -8,12 +8,12 @@
 //!
 //! - `500` and `503` (with [`ErrorBody`]) on every operation;
 //! - `400` (malformed JSON) and `413` on every operation with a body;
-//! - the optional bearer API key, and its `401`, on every write that
+//! - the optional bearer API key, and its `401`, on every operation that
 //!   needs it (see [`super::auth`]).
 
 use std::sync::OnceLock;
 
-use axum::http::header;
+use axum::http::{Method, header};
 use axum::response::IntoResponse;
 use utoipa::OpenApi;
 use utoipa::openapi::path::Operation;
@@ -40,12 +40,14 @@ const API_KEY_SCHEME: &str = "apiKey";
                        attempt token), do not.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
+    paths(super::objects::object),
     components(schemas(ErrorBody)),
     tags(
         (name = "queue", description = "Enqueue runs and read them"),
         (name = "workers", description = "What hosts and plain HTTP workers call while an attempt runs"),
         (name = "registration", description = "Services, tasks, code versions, hosts and modules"),
         (name = "dlq", description = "The dead-letter queue: runs that failed for good"),
+        (name = "storage", description = "Storage backends, and the objects runs stored"),
         (name = "operations", description = "Health, info, metrics, maintenance mode and the serverless tick"),
     )
 )]
@@ -95,14 +97,16 @@ pub(super) fn finish(document: &mut utoipa::openapi::OpenApi) {
         ),
     );
     for (path, item) in &mut document.paths.paths {
-        let writes = [
-            item.put.as_mut(),
-            item.post.as_mut(),
-            item.delete.as_mut(),
-            item.patch.as_mut(),
+        let operations = [
+            (Method::GET, item.get.as_mut()),
+            (Method::PUT, item.put.as_mut()),
+            (Method::POST, item.post.as_mut()),
+            (Method::DELETE, item.delete.as_mut()),
+            (Method::PATCH, item.patch.as_mut()),
         ];
-        for operation in writes.into_iter().flatten() {
-            if super::auth::needs_api_key(path) {
+        for (method, operation) in operations {
+            let Some(operation) = operation else { continue };
+            if super::auth::needs_api_key(&method, path) {
                 operation.security = Some(vec![
                     SecurityRequirement::default(),
                     SecurityRequirement::new(API_KEY_SCHEME, Vec::<String>::new()),
@@ -113,15 +117,6 @@ pub(super) fn finish(document: &mut utoipa::openapi::OpenApi) {
                     "The orchestrator has an API key and the request did not send it",
                 );
             }
-        }
-        let all = [
-            item.get.as_mut(),
-            item.put.as_mut(),
-            item.post.as_mut(),
-            item.delete.as_mut(),
-            item.patch.as_mut(),
-        ];
-        for operation in all.into_iter().flatten() {
             if operation.request_body.is_some() {
                 add_response(
                     operation,

@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use pipeweave_protocol::wire::{HostRegistration, HostRegistrationResponse, ModuleUploaded};
 use pipeweave_protocol::{CodeHash, TaskDescriptor};
+use pipeweave_storage::object_store::{ObjectStoreExt as _, PutPayload};
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -25,6 +26,7 @@ use super::error::{ApiError, BadRequest, NotFound};
 use super::json::{ApiJson, read_body};
 use crate::storage;
 use crate::storage::history::HistoryRow;
+use crate::storage::modules;
 use crate::storage::services::ServiceRow;
 
 /// How often hosts ping; one silent for three intervals gets no dispatches.
@@ -225,13 +227,29 @@ async fn upload_module(
             ),
         ));
     }
-    storage::modules::insert(&state.pool, actual.as_str(), &bytes, chrono::Utc::now()).await?;
-    tracing::info!(code_hash = %actual, size = bytes.len(), "module uploaded");
+    let (backend, store) = state.stores.default_store();
+    let size = bytes.len();
+    store
+        .put(
+            &modules::object_path(actual.as_str()).into(),
+            PutPayload::from_bytes(bytes),
+        )
+        .await
+        .map_err(|error| ApiError::Storage(error.into()))?;
+    modules::insert(
+        &state.pool,
+        actual.as_str(),
+        i64::try_from(size).unwrap_or(i64::MAX),
+        &backend.id,
+        chrono::Utc::now(),
+    )
+    .await?;
+    tracing::info!(code_hash = %actual, size, backend = %backend.id, "module uploaded");
     Ok((
         StatusCode::CREATED,
         Json(ModuleUploaded {
             code_hash: actual.to_string(),
-            size: bytes.len() as u64,
+            size: size as u64,
         }),
     ))
 }
@@ -253,15 +271,35 @@ async fn download_module(
     Path(code_hash): Path<String>,
 ) -> Result<Response, ApiError> {
     let hash = parse_code_hash(&code_hash)?;
-    let bytes = storage::modules::get(&state.pool, hash.as_str())
+    let stored = modules::get(&state.pool, hash.as_str())
         .await?
         .ok_or(ApiError::NotFound {
             what: "module",
             id: code_hash,
         })?;
+    let wasm = [(header::CONTENT_TYPE, "application/wasm")];
+    let backend = match stored {
+        modules::Stored::Inline(bytes) => return Ok((wasm, Body::from(bytes)).into_response()),
+        modules::Stored::Backend(backend) => backend,
+    };
+    let (_, store) = state.stores.get(&backend).ok_or_else(|| {
+        ApiError::Internal(crate::Error::Storage(
+            pipeweave_storage::ConfigError::Open {
+                id: backend.clone(),
+                reason: format!(
+                    "module {hash} is stored on backend {backend:?}, which STORAGE_BACKENDS no longer has"
+                ),
+            },
+        ))
+    })?;
+    let found = store
+        .get(&modules::object_path(hash.as_str()).into())
+        .await
+        .map_err(|error| ApiError::Storage(error.into()))?;
     Ok((
-        [(header::CONTENT_TYPE, "application/wasm")],
-        Body::from(bytes),
+        wasm,
+        [(header::CONTENT_LENGTH, found.meta.size.to_string())],
+        Body::from_stream(found.into_stream()),
     )
         .into_response())
 }

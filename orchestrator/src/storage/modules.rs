@@ -1,20 +1,31 @@
-//! The `modules` table: uploaded WebAssembly components by code hash.
+//! The `modules` table: what is known about each uploaded WebAssembly
+//! component. The bytes are in object storage
+//! ([`object_path`] on the backend `backend_id`), except for modules
+//! uploaded before migration 0007, whose bytes are still in the row.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-/// Stores a module; storing the same bytes again changes nothing.
+/// Where a module's bytes are in its backend.
+pub fn object_path(code_hash: &str) -> String {
+    format!("modules/{code_hash}.wasm")
+}
+
+/// Records a module stored at [`object_path`] on `backend_id`; recording
+/// the same module again changes nothing.
 pub async fn insert(
     pool: &PgPool,
     code_hash: &str,
-    bytes: &[u8],
+    size: i64,
+    backend_id: &str,
     now: DateTime<Utc>,
 ) -> sqlx::Result<()> {
     sqlx::query!(
-        "insert into modules (code_hash, bytes, uploaded_at) values ($1, $2, $3)
+        "insert into modules (code_hash, size, backend_id, uploaded_at) values ($1, $2, $3, $4)
          on conflict (code_hash) do nothing",
         code_hash,
-        bytes,
+        size,
+        backend_id,
         now
     )
     .execute(pool)
@@ -22,11 +33,28 @@ pub async fn insert(
     Ok(())
 }
 
-/// A module's bytes.
-pub async fn get(pool: &PgPool, code_hash: &str) -> sqlx::Result<Option<Vec<u8>>> {
-    sqlx::query_scalar!("select bytes from modules where code_hash = $1", code_hash)
-        .fetch_optional(pool)
-        .await
+/// Where a module's bytes are.
+#[derive(Debug)]
+pub enum Stored {
+    /// In object storage, on this backend.
+    Backend(String),
+    /// In the row (uploaded before migration 0007).
+    Inline(Vec<u8>),
+}
+
+/// Where a module is, if it was uploaded.
+pub async fn get(pool: &PgPool, code_hash: &str) -> sqlx::Result<Option<Stored>> {
+    let row = sqlx::query!(
+        "select bytes, backend_id from modules where code_hash = $1",
+        code_hash
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.and_then(|row| match (row.backend_id, row.bytes) {
+        (Some(backend), _) => Some(Stored::Backend(backend)),
+        (None, Some(bytes)) => Some(Stored::Inline(bytes)),
+        (None, None) => None,
+    }))
 }
 
 /// Which of `hashes` have no uploaded module.

@@ -148,6 +148,15 @@ async fn a_module_upload_is_checked_against_its_digest() -> Result<()> {
         .bytes()
         .await?;
     assert_eq!(fetched.as_ref(), bytes.as_slice());
+    let stored = orchestrator
+        .storage_dir
+        .path()
+        .join(format!("data/modules/{digest}.wasm"));
+    assert_eq!(
+        std::fs::read(&stored)?,
+        bytes,
+        "the module lives in the default storage backend"
+    );
     assert_eq!(
         http.get(format!("{}/api/modules/{wrong}", orchestrator.url))
             .send()

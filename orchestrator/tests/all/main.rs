@@ -9,6 +9,7 @@ mod dlq;
 mod e2e;
 mod idempotency;
 mod openapi;
+mod storage;
 
 use std::time::Duration;
 
@@ -51,6 +52,8 @@ pub struct TestOrchestrator {
     pub state: pipeweave_orchestrator::api::AppState,
     http: reqwest::Client,
     trigger: ShutdownTrigger,
+    /// Its local storage backend's directory, removed on drop.
+    pub storage_dir: tempfile::TempDir,
 }
 
 impl TestOrchestrator {
@@ -67,6 +70,7 @@ impl TestOrchestrator {
         let pool = pipeweave_orchestrator::connect(&database_url).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
+        let storage_dir = tempfile::tempdir()?;
         let mut config = Config {
             database_url,
             listen: address,
@@ -81,9 +85,12 @@ impl TestOrchestrator {
             dlq_retention: Duration::from_secs(30 * 86_400),
             idempotency_ttl: Duration::from_secs(86_400),
             api_key: None,
+            storage: pipeweave_storage::Backends::local_default(
+                storage_dir.path().to_string_lossy(),
+            ),
         };
         configure(&mut config);
-        let state = pipeweave_orchestrator::app_state(pool.clone(), config);
+        let state = pipeweave_orchestrator::app_state(pool.clone(), config)?;
         let (trigger, shutdown) = Shutdown::new();
         tokio::spawn(pipeweave_orchestrator::serve(
             listener,
@@ -96,6 +103,7 @@ impl TestOrchestrator {
             state,
             http: reqwest::Client::new(),
             trigger,
+            storage_dir,
         })
     }
 

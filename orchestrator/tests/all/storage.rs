@@ -1,0 +1,250 @@
+//! Object storage through the API: the backend listing hides credentials,
+//! and `GET /api/storage/{path}` answers JSON objects in the spec's shape
+//! and streams everything else, from the local backend and from a real
+//! S3-protocol server.
+
+use anyhow::Result;
+use pipeweave_orchestrator::config::Mode;
+use serde_json::{Value, json};
+
+use crate::TestOrchestrator;
+
+#[tokio::test]
+async fn backends_are_listed_without_their_credentials() -> Result<()> {
+    let orchestrator = TestOrchestrator::start_with(Mode::Serverless, |config| {
+        let local = config.storage.default_backend().clone();
+        let json = json!([
+            local,
+            { "id": "archive", "provider": "minio", "endpoint": "http://127.0.0.1:9",
+              "bucket": "archive", "credentials": { "accessKey": "ACCESS-ID", "secretKey": "VERY-SECRET" } }
+        ]);
+        config.storage = pipeweave_storage::Backends::from_json(&json.to_string(), Some("local"))
+            .unwrap_or_else(|e| panic!("{e}"));
+    })
+    .await?;
+    let (status, answer) = orchestrator.get("/api/storage/backends").await?;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["defaultBackendId"], "local");
+    assert_eq!(answer["backends"][1]["provider"], "minio");
+    assert_eq!(answer["backends"][1]["endpoint"], "http://127.0.0.1:9");
+    let text = answer.to_string();
+    assert!(
+        !text.contains("VERY-SECRET")
+            && !text.contains("ACCESS-ID")
+            && !text.contains("credentials"),
+        "{text}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn stored_objects_are_read_in_the_spec_shape_or_streamed() -> Result<()> {
+    let orchestrator = TestOrchestrator::start(Mode::Serverless).await?;
+    let root = orchestrator.storage_dir.path().join("data");
+    let run = "runs/trun_0123456789abcdef0123456789abcdef";
+    std::fs::create_dir_all(root.join(run).join("outputs"))?;
+    std::fs::create_dir_all(root.join(run).join("assets"))?;
+    std::fs::write(
+        root.join(run).join("outputs/output.json"),
+        br#"{"result": "processed successfully"}"#,
+    )?;
+    let binary: Vec<u8> = (0..=255u8).cycle().take(3 << 20).collect();
+    std::fs::write(root.join(run).join("assets/scan.pdf"), &binary)?;
+
+    let (status, answer) = orchestrator
+        .get(&format!("/api/storage/{run}/outputs/output.json"))
+        .await?;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer,
+        json!({ "path": format!("{run}/outputs/output.json"), "content": { "result": "processed successfully" } })
+    );
+
+    let http = reqwest::Client::new();
+    let raw = http
+        .get(format!(
+            "{}/api/storage/{run}/outputs/output.json?raw=true",
+            orchestrator.url
+        ))
+        .send()
+        .await?;
+    assert_eq!(raw.headers()["content-type"], "application/json");
+    assert_eq!(
+        raw.bytes().await?.as_ref(),
+        br#"{"result": "processed successfully"}"#
+    );
+
+    let asset = http
+        .get(format!(
+            "{}/api/storage/{run}/assets/scan.pdf",
+            orchestrator.url
+        ))
+        .send()
+        .await?;
+    assert_eq!(asset.status().as_u16(), 200);
+    assert_eq!(asset.headers()["content-type"], "application/pdf");
+    assert_eq!(
+        asset.headers()["content-length"],
+        binary.len().to_string().as_str()
+    );
+    assert!(
+        asset.bytes().await?.as_ref() == binary.as_slice(),
+        "the asset's bytes"
+    );
+
+    let (status, answer) = orchestrator
+        .get(&format!("/api/storage/{run}/outputs/missing.json"))
+        .await?;
+    assert_eq!(
+        (status, answer["code"].clone()),
+        (404, json!("not_found")),
+        "{answer}"
+    );
+    for escape in ["runs/..%2Fsecrets.json", "runs//x.json"] {
+        let (status, answer) = orchestrator.get(&format!("/api/storage/{escape}")).await?;
+        assert_eq!(
+            (status, answer["field"].clone()),
+            (400, json!("path")),
+            "{escape}: {answer}"
+        );
+    }
+    let (status, answer) = orchestrator
+        .get(&format!(
+            "/api/storage/{run}/outputs/output.json?backend=nope"
+        ))
+        .await?;
+    assert_eq!(
+        (status, answer["field"].clone()),
+        (400, json!("backend")),
+        "{answer}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn with_an_api_key_stored_objects_need_it() -> Result<()> {
+    let key = "storage-key-0123456789";
+    let orchestrator = TestOrchestrator::start_with(Mode::Serverless, |config| {
+        config.api_key = Some(key.to_owned());
+    })
+    .await?;
+    let root = orchestrator.storage_dir.path().join("data/runs/r");
+    std::fs::create_dir_all(&root)?;
+    std::fs::write(root.join("out.json"), b"{}")?;
+    let url = format!("{}/api/storage/runs/r/out.json", orchestrator.url);
+    let http = reqwest::Client::new();
+    assert_eq!(http.get(&url).send().await?.status().as_u16(), 401);
+    let answer: Value = http.get(&url).bearer_auth(key).send().await?.json().await?;
+    assert_eq!(answer["content"], json!({}));
+    assert_eq!(
+        orchestrator.get("/api/storage/backends").await?.0,
+        200,
+        "the listing has no secrets and stays open"
+    );
+    Ok(())
+}
+
+/// An orchestrator whose default backend is `server`'s bucket, signing
+/// with `secret_key`.
+async fn on_s3(
+    server: &pipeweave_testkit::s3::S3Server,
+    secret_key: &str,
+) -> Result<TestOrchestrator> {
+    let backend = json!([{
+        "id": "s3", "provider": "minio", "endpoint": server.endpoint(), "bucket": server.bucket,
+        "credentials": { "accessKey": server.access_key, "secretKey": secret_key }
+    }]);
+    let backends = pipeweave_storage::Backends::from_json(&backend.to_string(), None)?;
+    TestOrchestrator::start_with(Mode::Serverless, move |config| config.storage = backends).await
+}
+
+#[tokio::test]
+async fn an_s3_backend_holds_modules_and_serves_objects() -> Result<()> {
+    let server = tokio::task::spawn_blocking(pipeweave_testkit::s3::S3Server::start).await?;
+    let orchestrator = on_s3(&server, &server.secret_key).await?;
+    let http = reqwest::Client::new();
+
+    let module = std::fs::read(pipeweave_testkit::guest("hello"))?;
+    let digest = pipeweave_protocol::CodeHash::of(&module).to_string();
+    let uploaded = http
+        .put(format!("{}/api/modules/{digest}", orchestrator.url))
+        .body(module.clone())
+        .send()
+        .await?;
+    assert_eq!(
+        uploaded.status().as_u16(),
+        201,
+        "{}",
+        uploaded.text().await?
+    );
+    assert_eq!(
+        std::fs::read(server.file(&format!("modules/{digest}.wasm")))?,
+        module,
+        "the module is in the bucket"
+    );
+    let fetched = http
+        .get(format!("{}/api/modules/{digest}", orchestrator.url))
+        .send()
+        .await?
+        .bytes()
+        .await?;
+    assert!(fetched.as_ref() == module.as_slice(), "served back from S3");
+
+    // What a worker wrote with its own S3 client.
+    let (_, store) = orchestrator.state.stores.default_store();
+    let output = br#"{"pages": 12}"#;
+    let asset: Vec<u8> = (0..u32::MAX)
+        .map(|i| (i % 251) as u8)
+        .take(12 << 20)
+        .collect();
+    use pipeweave_storage::object_store::ObjectStoreExt as _;
+    store
+        .put(
+            &"runs/r1/outputs/output.json".into(),
+            output.to_vec().into(),
+        )
+        .await?;
+    store
+        .put(&"runs/r1/assets/big.bin".into(), asset.clone().into())
+        .await?;
+
+    let (status, answer) = orchestrator
+        .get("/api/storage/runs/r1/outputs/output.json")
+        .await?;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["content"], json!({ "pages": 12 }));
+    let streamed = http
+        .get(format!(
+            "{}/api/storage/runs/r1/assets/big.bin",
+            orchestrator.url
+        ))
+        .send()
+        .await?
+        .bytes()
+        .await?;
+    assert!(
+        streamed.as_ref() == asset.as_slice(),
+        "12 MiB streamed through"
+    );
+    let (status, _) = orchestrator
+        .get("/api/storage/runs/r1/assets/none.bin")
+        .await?;
+    assert_eq!(status, 404);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_backend_that_refuses_the_credentials_is_a_502_naming_storage() -> Result<()> {
+    let server = tokio::task::spawn_blocking(pipeweave_testkit::s3::S3Server::start).await?;
+    let orchestrator = on_s3(&server, "not-the-secret").await?;
+    let (status, answer) = orchestrator
+        .get("/api/storage/runs/r1/outputs/output.json")
+        .await?;
+    assert_eq!(
+        (status, answer["code"].clone()),
+        (502, json!("storage_failed")),
+        "{answer}"
+    );
+    assert!(answer["requestId"].is_string(), "{answer}");
+    Ok(())
+}

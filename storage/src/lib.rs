@@ -1,0 +1,23 @@
+//! PipeWeave's data plane: where inputs, outputs, assets and modules live,
+//! and how hosts and workers reach them without the orchestrator in the
+//! way.
+//!
+//! - [`backend`]: storage backends as the spec configures them (local
+//!   directory, S3, S3-compatible servers such as MinIO, GCS), opened with
+//!   the `object_store` crate;
+//! - [`token`]: sealed storage tokens (AES-256-GCM under a key derived
+//!   from `PIPEWEAVE_SECRET_KEY`) carrying a backend, an expiry and a
+//!   scope;
+//! - [`scope`]: the path prefixes a token may read and write.
+//!
+//! The orchestrator and the host both depend on this crate; neither depends
+//! on the other.
+
+pub mod backend;
+pub mod scope;
+pub mod token;
+
+pub use backend::{BackendConfig, Backends, ConfigError, Provider, PublicBackend, Stores};
+pub use object_store;
+pub use scope::{Access, Scope, ScopeError};
+pub use token::{Grant, Sealer, TokenError};
