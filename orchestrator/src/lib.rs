@@ -82,6 +82,7 @@ pub fn app_state(pool: sqlx::PgPool, config: Config) -> Result<api::AppState> {
     let stores = pipeweave_storage::Stores::open(config.storage.clone())?;
     Ok(api::AppState {
         stores: Arc::new(stores),
+        sealer: pipeweave_storage::Sealer::new(&config.secret_key),
         claims: scheduler::claims_pool(&pool, 4),
         pool,
         config: Arc::new(config),

@@ -8,12 +8,14 @@
 //! - [`token`]: sealed storage tokens (AES-256-GCM under a key derived
 //!   from `PIPEWEAVE_SECRET_KEY`) carrying a backend, an expiry and a
 //!   scope;
-//! - [`scope`]: the path prefixes a token may read and write.
+//! - [`scope`]: the path prefixes a token may read and write;
+//! - [`layout`]: where a run's input, outputs, assets and logs live.
 //!
 //! The orchestrator and the host both depend on this crate; neither depends
 //! on the other.
 
 pub mod backend;
+pub mod layout;
 pub mod scope;
 pub mod token;
 

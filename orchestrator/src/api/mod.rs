@@ -53,6 +53,8 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// The storage backends, opened.
     pub stores: Arc<pipeweave_storage::Stores>,
+    /// Seals the storage token of each dispatch.
+    pub sealer: pipeweave_storage::Sealer,
 }
 
 impl AppState {

@@ -231,7 +231,7 @@ async fn upload_module(
     let size = bytes.len();
     store
         .put(
-            &modules::object_path(actual.as_str()).into(),
+            &pipeweave_storage::layout::module(actual.as_str()).into(),
             PutPayload::from_bytes(bytes),
         )
         .await
@@ -293,7 +293,7 @@ async fn download_module(
         ))
     })?;
     let found = store
-        .get(&modules::object_path(hash.as_str()).into())
+        .get(&pipeweave_storage::layout::module(hash.as_str()).into())
         .await
         .map_err(|error| ApiError::Storage(error.into()))?;
     Ok((

@@ -282,6 +282,36 @@ async fn previous_attempts(
     Ok(by_run)
 }
 
+/// How long a storage token outlives its attempt's timeout: time to
+/// upload results after the last moment of the run.
+const TOKEN_GRACE_SECS: i64 = 300;
+
+/// The attempt's storage token: the default backend, its run's scope, and
+/// an expiry past the attempt's timeout. `None` (logged) if sealing fails,
+/// which only a broken random source causes.
+fn storage_token(
+    scheduler: &Scheduler,
+    run: &storage::runs::Claimed,
+    run_id: &str,
+) -> Option<String> {
+    let (backend, _) = scheduler.state.stores.default_store();
+    let grant = pipeweave_storage::Grant {
+        backend: backend.clone(),
+        scope: pipeweave_storage::layout::standalone_scope(run_id),
+        run_id: run_id.to_owned(),
+        attempt: u32::try_from(run.attempt).unwrap_or(0),
+        expires_at: chrono::Utc::now().timestamp()
+            + run.timeout_ms.saturating_add(999) / 1000
+            + TOKEN_GRACE_SECS,
+    };
+    scheduler
+        .state
+        .sealer
+        .seal(&grant)
+        .inspect_err(|error| tracing::error!(%run_id, %error, "no storage token for this attempt"))
+        .ok()
+}
+
 fn dispatch_message(
     scheduler: &Scheduler,
     run: &storage::runs::Claimed,
@@ -290,6 +320,7 @@ fn dispatch_message(
     let public_url = &scheduler.state.config.public_url;
     let run_id = RunId(run.id).to_string();
     Dispatch {
+        storage_token: storage_token(scheduler, run, &run_id),
         callback_url: format!("{public_url}/api/callback/{run_id}"),
         heartbeat_url: format!("{public_url}/api/heartbeat"),
         run_id,
@@ -301,7 +332,6 @@ fn dispatch_message(
         attempt_token: run.attempt_token.to_string(),
         heartbeat_interval_ms: u64::try_from(run.heartbeat_interval_ms).unwrap_or(u64::MAX),
         timeout_ms: u64::try_from(run.timeout_ms).unwrap_or(u64::MAX),
-        storage_token: None,
         initial_input: Some(run.input.clone()),
         input_path: None,
         upstream_refs: Default::default(),

@@ -1,17 +1,12 @@
 //! The `modules` table: what is known about each uploaded WebAssembly
 //! component. The bytes are in object storage
-//! ([`object_path`] on the backend `backend_id`), except for modules
+//! ([`pipeweave_storage::layout::module`] on the backend `backend_id`), except for modules
 //! uploaded before migration 0007, whose bytes are still in the row.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-/// Where a module's bytes are in its backend.
-pub fn object_path(code_hash: &str) -> String {
-    format!("modules/{code_hash}.wasm")
-}
-
-/// Records a module stored at [`object_path`] on `backend_id`; recording
+/// Records a module stored on `backend_id`; recording
 /// the same module again changes nothing.
 pub async fn insert(
     pool: &PgPool,

@@ -248,3 +248,83 @@ async fn a_backend_that_refuses_the_credentials_is_a_502_naming_storage() -> Res
     assert!(answer["requestId"].is_string(), "{answer}");
     Ok(())
 }
+
+/// A plain HTTP worker that only records the dispatches it receives.
+async fn recording_worker() -> Result<(String, tokio::sync::mpsc::UnboundedReceiver<Value>)> {
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    let app = axum::Router::new().route(
+        "/tasks/{task_id}",
+        axum::routing::post(move |axum::Json(dispatch): axum::Json<Value>| {
+            let sender = sender.clone();
+            async move {
+                let _ = sender.send(dispatch);
+                axum::http::StatusCode::ACCEPTED
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((url, receiver))
+}
+
+#[tokio::test]
+async fn each_dispatch_carries_a_sealed_storage_token_scoped_to_its_run() -> Result<()> {
+    use pipeweave_storage::object_store::ObjectStoreExt as _;
+    use pipeweave_storage::{Access, Sealer, TokenError, layout};
+
+    let orchestrator = TestOrchestrator::start(Mode::Serverless).await?;
+    let (worker, mut dispatches) = recording_worker().await?;
+    let (status, answer) = orchestrator
+        .post(
+            "/api/register",
+            &json!({ "serviceId": "w", "baseUrl": worker, "tasks": [{ "id": "t", "codeHash": "c1", "timeout": 60 }] }),
+        )
+        .await?;
+    assert_eq!(status, 200, "{answer}");
+    let run_id = orchestrator.enqueue("t", json!({ "n": 1 })).await?;
+    orchestrator.post("/api/tick", &json!({})).await?;
+    let dispatch = tokio::time::timeout(std::time::Duration::from_secs(10), dispatches.recv())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no dispatch"))?;
+    let token = dispatch["storageToken"].as_str().unwrap_or_default();
+    assert!(token.starts_with("pwst1."), "{dispatch}");
+
+    // The worker shares PIPEWEAVE_SECRET_KEY (the tests use [7; 32]).
+    let now = chrono::Utc::now().timestamp();
+    let grant = Sealer::new(&[7; 32]).open(token, now)?;
+    assert_eq!(grant.run_id, run_id);
+    assert_eq!(grant.attempt, 1);
+    assert_eq!(grant.scope, layout::standalone_scope(&run_id));
+    assert_eq!(grant.backend.id, "local");
+    assert!(
+        grant.expires_at >= now + 60,
+        "it outlives the attempt's timeout: {}",
+        grant.expires_at - now
+    );
+    assert_eq!(
+        Sealer::new(&[8; 32]).open(token, now),
+        Err(TokenError::Unsealable),
+        "a worker with another key cannot open it"
+    );
+
+    // The worker writes its output straight to storage, inside its scope…
+    let output = layout::output(&run_id, &run_id);
+    let path = grant.scope.check(Access::Write, &output)?;
+    grant
+        .backend
+        .open()?
+        .put(&path, br#"{"written": "by the worker"}"#.to_vec().into())
+        .await?;
+    // …and could not write another run's.
+    assert!(
+        grant
+            .scope
+            .check(Access::Write, &layout::output("trun_other", "trun_other"))
+            .is_err()
+    );
+    let (status, answer) = orchestrator.get(&format!("/api/storage/{output}")).await?;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["content"], json!({ "written": "by the worker" }));
+    Ok(())
+}

@@ -1,0 +1,43 @@
+//! Where a run's data lives in a bucket: the spec's layout.
+//!
+//! | what | path |
+//! | --- | --- |
+//! | a standalone run's input | `standalone/{runId}/input.json` |
+//! | a run's output | `runs/{runId}/outputs/{taskRunId}.json` |
+//! | a run's assets | `runs/{runId}/assets/{key}` |
+//! | a run's logs | `runs/{runId}/logs/{taskRunId}.jsonl` |
+//! | an uploaded module | `modules/{codeHash}.wasm` |
+//!
+//! For a standalone task run, `runId` is the task run's own id; in a
+//! pipeline it is the pipeline run's.
+
+use crate::scope::Scope;
+
+/// A standalone run's input.
+pub fn standalone_input(run_id: &str) -> String {
+    format!("standalone/{run_id}/input.json")
+}
+
+/// Everything a run writes is under this prefix.
+pub fn run_prefix(run_id: &str) -> String {
+    format!("runs/{run_id}/")
+}
+
+/// A task run's output.
+pub fn output(run_id: &str, task_run_id: &str) -> String {
+    format!("runs/{run_id}/outputs/{task_run_id}.json")
+}
+
+/// An uploaded module.
+pub fn module(code_hash: &str) -> String {
+    format!("modules/{code_hash}.wasm")
+}
+
+/// What an attempt of a standalone task run may touch: read its input,
+/// write (and read back) under its run's prefix.
+pub fn standalone_scope(run_id: &str) -> Scope {
+    Scope {
+        read: vec![format!("standalone/{run_id}/")],
+        write: vec![run_prefix(run_id)],
+    }
+}
