@@ -38,6 +38,8 @@ use pipeweave_protocol::wire::{
     HostRegistration, HostRegistrationResponse, ResultRef,
 };
 use pipeweave_protocol::{CodeHash, FailureReason};
+use pipeweave_storage::object_store::ObjectStoreExt as _;
+use pipeweave_storage::{Access, Sealer, layout};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::{OnceCell, Semaphore};
@@ -61,6 +63,9 @@ pub struct ServerConfig {
     /// The orchestrator's API key (`PIPEWEAVE_API_KEY`), if it requires
     /// one: the host's registration is a write.
     pub api_key: Option<String>,
+    /// The deployment's `PIPEWEAVE_SECRET_KEY`, which opens the storage
+    /// token of each dispatch.
+    pub secret_key: [u8; 32],
 }
 
 /// The dispatch server could not start.
@@ -89,6 +94,8 @@ struct Host {
     /// Attempts accepted and not finished, by run id, so a cancel notice
     /// can reach them.
     in_flight: Mutex<HashMap<String, InFlight>>,
+    /// Opens storage tokens.
+    sealer: Sealer,
 }
 
 /// What a cancel notice needs of an attempt in flight.
@@ -126,6 +133,7 @@ pub async fn serve(
         .map_err(ServerError::Client)?;
     let host = Arc::new(Host {
         runner,
+        sealer: Sealer::new(&config.secret_key),
         slots: Semaphore::new(config.capacity.max(1)),
         config,
         http,
@@ -531,25 +539,25 @@ async fn execute(
     request.cancel = Some(cancel);
     request.events = progress;
     match host.runner.run(&task, request).await {
-        Ok(report) => match report.outcome {
-            Ok(success) => Callback {
-                status: CallbackStatus::Success,
-                attempt: None,
-                attempt_token: None,
-                result: ResultRef {
-                    output: Some(success.output),
-                    ..ResultRef::default()
+        Ok(report) => match &report.outcome {
+            Ok(success) => match dehydrate(host, dispatch, &report, &success.output).await {
+                Ok(result) => Callback {
+                    status: CallbackStatus::Success,
+                    attempt: None,
+                    attempt_token: None,
+                    result,
+                    logs_path: None,
+                    selected_next: success.run_next.clone(),
+                    error: None,
                 },
-                logs_path: None,
-                selected_next: success.run_next,
-                error: None,
+                Err(message) => failure(FailureReason::StorageFailed, message, true),
             },
             Err(failed) => failure_callback(AttemptError {
-                message: failed.message,
-                code: failed.code,
+                message: failed.message.clone(),
+                code: failed.code.clone(),
                 retryable: failed.retryable,
                 reason: Some(failed.reason),
-                details: failed.details,
+                details: failed.details.clone(),
             }),
         },
         Err(error) => failure(
@@ -558,6 +566,104 @@ async fn execute(
             true,
         ),
     }
+}
+
+/// Outputs up to this size travel inline in the callback; larger ones are
+/// written to object storage and travel by path.
+pub const INLINE_OUTPUT_BYTES: usize = 64 * 1024;
+
+/// Stores a successful attempt's results where its storage token allows
+/// (dehydration): every asset, streamed from the sandbox, and the output
+/// when it is over [`INLINE_OUTPUT_BYTES`]. Small outputs of attempts
+/// without assets stay inline and need no storage. If any write fails,
+/// what was written is deleted and the attempt fails: a run that does not
+/// succeed leaves no objects.
+async fn dehydrate(
+    host: &Host,
+    dispatch: &Dispatch,
+    report: &crate::RunReport,
+    output: &Value,
+) -> Result<ResultRef, String> {
+    let serialized =
+        serde_json::to_vec(output).map_err(|e| format!("cannot encode the output: {e}"))?;
+    if report.assets.is_empty() && serialized.len() <= INLINE_OUTPUT_BYTES {
+        return Ok(ResultRef {
+            output: Some(output.clone()),
+            ..ResultRef::default()
+        });
+    }
+    let token = dispatch.storage_token.as_deref().ok_or_else(|| {
+        "the task produced assets or a large output, but its dispatch carries no storage token"
+            .to_owned()
+    })?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let grant = host
+        .sealer
+        .open(token, now)
+        .map_err(|error| format!("cannot use the attempt's storage token: {error}"))?;
+    if grant.run_id != dispatch.run_id {
+        return Err(format!(
+            "the storage token is for run {}, not {}",
+            grant.run_id, dispatch.run_id
+        ));
+    }
+    let store = grant.backend.open().map_err(|error| error.to_string())?;
+    let run_id = &dispatch.run_id;
+    let mut written = Vec::new();
+    let stored = async {
+        let mut result = ResultRef::default();
+        for asset in &report.assets {
+            let path = grant
+                .scope
+                .check(Access::Write, &layout::asset(run_id, &asset.key))
+                .map_err(|error| error.to_string())?;
+            let file = report
+                .open_asset(&asset.key)
+                .map_err(|error| format!("cannot read asset {:?}: {error}", asset.key))?;
+            written.push(path.clone());
+            let size = pipeweave_storage::transfer::upload_file(
+                store.clone(),
+                &path,
+                &mut tokio::fs::File::from_std(file),
+            )
+            .await
+            .map_err(|error| format!("asset {:?}: {error}", asset.key))?;
+            result.assets.insert(
+                asset.key.clone(),
+                pipeweave_protocol::wire::AssetRef {
+                    path: path.to_string(),
+                    size,
+                    kind: asset.kind,
+                },
+            );
+        }
+        if serialized.len() > INLINE_OUTPUT_BYTES {
+            let path = grant
+                .scope
+                .check(Access::Write, &layout::output(run_id, run_id))
+                .map_err(|error| error.to_string())?;
+            let size = serialized.len() as u64;
+            written.push(path.clone());
+            store
+                .put(&path, serialized.into())
+                .await
+                .map_err(|error| format!("cannot write the output to {path}: {error}"))?;
+            result.output_path = Some(path.to_string());
+            result.output_size = Some(size);
+        } else {
+            result.output = Some(output.clone());
+        }
+        Ok::<_, String>(result)
+    }
+    .await;
+    if stored.is_err() {
+        for path in &written {
+            let _ = store.delete(path).await;
+        }
+    }
+    stored
 }
 
 /// Sends the callback, retrying with backoff while the orchestrator is

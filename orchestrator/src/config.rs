@@ -288,22 +288,10 @@ fn parse_secret_key(text: Option<&str>) -> Result<[u8; 32], ConfigError> {
         variable: "PIPEWEAVE_SECRET_KEY",
         hint: "set it (or --secret-key) to 64 hex digits, e.g. the output of `openssl rand -hex 32`; hosts and workers need the same value",
     })?;
-    let invalid = |reason: &str| ConfigError::Invalid {
+    pipeweave_storage::parse_secret_key(text).map_err(|error| ConfigError::Invalid {
         variable: "PIPEWEAVE_SECRET_KEY",
-        reason: format!("{reason}; generate one with `openssl rand -hex 32`"),
-    };
-    if text.len() != 64 {
-        return Err(invalid(&format!(
-            "expected 64 hex digits, got {} characters",
-            text.len()
-        )));
-    }
-    let mut key = [0u8; 32];
-    for (byte, pair) in key.iter_mut().zip(text.as_bytes().chunks(2)) {
-        let hex = std::str::from_utf8(pair).map_err(|_| invalid("not hex"))?;
-        *byte = u8::from_str_radix(hex, 16).map_err(|_| invalid("not hex"))?;
-    }
-    Ok(key)
+        reason: error.to_string(),
+    })
 }
 
 #[cfg(test)]

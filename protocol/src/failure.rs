@@ -41,6 +41,10 @@ pub enum FailureReason {
     /// The orchestrator could not hand the attempt over: the host or worker
     /// refused it, did not answer in time, or could not be reached.
     DispatchFailed,
+    /// The attempt's input could not be read from object storage, or its
+    /// output and assets could not be written there (nothing it wrote is
+    /// kept).
+    StorageFailed,
 }
 
 impl FailureReason {
@@ -60,6 +64,7 @@ impl FailureReason {
             Self::Cancelled => "cancelled",
             Self::HeartbeatTimeout => "heartbeat_timeout",
             Self::DispatchFailed => "dispatch_failed",
+            Self::StorageFailed => "storage_failed",
         }
     }
 
@@ -77,7 +82,7 @@ impl FailureReason {
     pub fn host_retryable(self) -> bool {
         matches!(
             self,
-            Self::Timeout | Self::HeartbeatTimeout | Self::DispatchFailed
+            Self::Timeout | Self::HeartbeatTimeout | Self::DispatchFailed | Self::StorageFailed
         )
     }
 }

@@ -181,6 +181,7 @@ async fn serve_and_run(
         capacity,
         // The dev orchestrator is private and has no API key.
         api_key: None,
+        secret_key,
     };
     let host_stop = shutdown.clone();
     let host = tokio::spawn(pipeweave_host::server::serve(

@@ -42,6 +42,10 @@ pub(crate) struct HostArgs {
     /// The orchestrator's API key, if it requires one for writes.
     #[arg(long, env = "PIPEWEAVE_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
+    /// The deployment's shared secret, 64 hex digits: the orchestrator's
+    /// PIPEWEAVE_SECRET_KEY. It opens the storage token of each dispatch.
+    #[arg(long, env = "PIPEWEAVE_SECRET_KEY", hide_env_values = true)]
+    secret_key: Option<String>,
 }
 
 /// Serves until Ctrl-C or SIGTERM.
@@ -52,6 +56,21 @@ pub(crate) async fn run(args: HostArgs) -> Result<u8, CommandError> {
             "--orchestrator {orchestrator_url:?} is not an http:// or https:// URL"
         )));
     }
+    let secret_key = args
+        .secret_key
+        .as_deref()
+        .filter(|key| !key.is_empty())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "PIPEWEAVE_SECRET_KEY is not set: set it (or --secret-key) to the orchestrator's PIPEWEAVE_SECRET_KEY, \
+                 which opens the storage tokens of dispatches"
+            )
+        })
+        .and_then(|key| {
+            pipeweave_storage::parse_secret_key(key)
+                .map_err(|error| anyhow::anyhow!("PIPEWEAVE_SECRET_KEY is invalid: {error}"))
+        })
+        .map_err(CommandError::usage)?;
     let capacity = args
         .capacity
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
@@ -83,6 +102,7 @@ pub(crate) async fn run(args: HostArgs) -> Result<u8, CommandError> {
             .unwrap_or_else(|| format!("host-{}", address.port())),
         capacity,
         api_key: args.api_key.filter(|key| !key.is_empty()),
+        secret_key,
     };
     tracing::info!(%address, capacity, host_id = %config.host_id, "host started");
     println!("listening on http://{address}");

@@ -367,10 +367,15 @@ impl Backends {
     }
 
     /// One local backend, `local`, in `base_path/data`: what the
-    /// orchestrator uses when nothing is configured.
+    /// orchestrator uses when nothing is configured. A relative path is
+    /// made absolute here, so hosts that share the directory read it right.
     pub fn local_default(base_path: impl Into<String>) -> Self {
+        let base_path: String = base_path.into();
+        let absolute = std::path::absolute(&base_path)
+            .map(|path| path.to_string_lossy().into_owned())
+            .unwrap_or(base_path);
         Self {
-            backends: vec![BackendConfig::local("local", base_path, "data")],
+            backends: vec![BackendConfig::local("local", absolute, "data")],
             default: 0,
         }
     }

@@ -28,6 +28,11 @@ pub fn output(run_id: &str, task_run_id: &str) -> String {
     format!("runs/{run_id}/outputs/{task_run_id}.json")
 }
 
+/// A run's asset.
+pub fn asset(run_id: &str, key: &str) -> String {
+    format!("runs/{run_id}/assets/{key}")
+}
+
 /// An uploaded module.
 pub fn module(code_hash: &str) -> String {
     format!("modules/{code_hash}.wasm")

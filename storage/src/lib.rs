@@ -9,7 +9,8 @@
 //!   from `PIPEWEAVE_SECRET_KEY`) carrying a backend, an expiry and a
 //!   scope;
 //! - [`scope`]: the path prefixes a token may read and write;
-//! - [`layout`]: where a run's input, outputs, assets and logs live.
+//! - [`layout`]: where a run's input, outputs, assets and logs live;
+//! - [`transfer`]: streaming files to a store with bounded memory.
 //!
 //! The orchestrator and the host both depend on this crate; neither depends
 //! on the other.
@@ -18,8 +19,9 @@ pub mod backend;
 pub mod layout;
 pub mod scope;
 pub mod token;
+pub mod transfer;
 
 pub use backend::{BackendConfig, Backends, ConfigError, Provider, PublicBackend, Stores};
 pub use object_store;
 pub use scope::{Access, Scope, ScopeError};
-pub use token::{Grant, Sealer, TokenError};
+pub use token::{Grant, InvalidSecretKey, Sealer, TokenError, parse_secret_key};

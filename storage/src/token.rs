@@ -156,6 +156,29 @@ impl Sealer {
     }
 }
 
+/// `PIPEWEAVE_SECRET_KEY` is not 64 hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}; generate one with `openssl rand -hex 32`")]
+pub struct InvalidSecretKey(String);
+
+/// Reads `PIPEWEAVE_SECRET_KEY`: 64 hex digits, the 32 bytes every
+/// orchestrator, host and worker of a deployment shares.
+pub fn parse_secret_key(text: &str) -> Result<[u8; 32], InvalidSecretKey> {
+    let text = text.trim();
+    if text.len() != 64 {
+        return Err(InvalidSecretKey(format!(
+            "expected 64 hex digits, got {} characters",
+            text.chars().count()
+        )));
+    }
+    let mut key = [0_u8; 32];
+    for (byte, pair) in key.iter_mut().zip(text.as_bytes().chunks(2)) {
+        let hex = std::str::from_utf8(pair).map_err(|_| InvalidSecretKey("not hex".into()))?;
+        *byte = u8::from_str_radix(hex, 16).map_err(|_| InvalidSecretKey("not hex".into()))?;
+    }
+    Ok(key)
+}
+
 /// A grant could not be sealed (the system's random source failed).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("cannot seal a storage token: {0}")]

@@ -29,6 +29,12 @@ fn database() -> String {
     })
 }
 
+/// The local storage backend every orchestrator here uses (objects are
+/// keyed by run id and code hash, so they can share it).
+fn storage_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-storage")
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -49,6 +55,7 @@ fn orchestrator_with_env(database_url: &str, port: u16, env: &[(&str, &str)]) ->
         .arg("orchestrator")
         .env("DATABASE_URL", database_url)
         .env("PIPEWEAVE_SECRET_KEY", SECRET)
+        .env("PIPEWEAVE_STORAGE_DIR", storage_dir())
         .env("PORT", port.to_string())
         .env("PIPEWEAVE_LISTEN_HOST", "127.0.0.1")
         .env("POLL_INTERVAL_MS", "100")
@@ -82,6 +89,7 @@ fn host_with_args(orchestrator_url: &str, id: &str, capacity: u32, extra: &[&str
         ])
         .args(["--host-id", id])
         .args(extra)
+        .env("PIPEWEAVE_SECRET_KEY", SECRET)
         .env(
             "PIPEWEAVE_CACHE_DIR",
             pipeweave_testkit::compile_cache_dir(),
@@ -195,6 +203,72 @@ async fn a_wasm_task_runs_through_the_queue_on_a_host() -> Result<()> {
         "an empty name fails without retries: {run}"
     );
     assert_eq!(run["error"]["code"], "EMPTY_NAME");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_stores_its_assets_and_large_output_in_storage_and_a_failed_run_stores_nothing()
+-> Result<()> {
+    let database_url = database();
+    let orchestrator = orchestrator(&database_url, 0);
+    register(&orchestrator.url, "assets");
+    register(&orchestrator.url, "misbehave");
+    let _host = host(&orchestrator.url, "host-storage");
+    let http = client();
+
+    let run_id = enqueue(&orchestrator.url, "assets", json!({})).await?;
+    let run = wait_final(&orchestrator.url, &run_id, Duration::from_secs(60)).await?;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    for key in ["report.txt", "data.json", "scratch.bin"] {
+        let asset = &run["assets"][key];
+        let path = format!("runs/{run_id}/assets/{key}");
+        assert_eq!(asset["path"], path.as_str(), "{run}");
+        let stored = http
+            .get(format!("{}/api/storage/{path}?raw=true", orchestrator.url))
+            .send()
+            .await?
+            .bytes()
+            .await?;
+        assert_eq!(Some(stored.len() as u64), asset["size"].as_u64(), "{key}");
+    }
+    assert!(
+        run["output"]["assets"].is_array(),
+        "a small output stays inline: {run}"
+    );
+
+    let big = enqueue(
+        &orchestrator.url,
+        "misbehave",
+        json!({ "mode": "huge_output", "mib": 1 }),
+    )
+    .await?;
+    let run = wait_final(&orchestrator.url, &big, Duration::from_secs(60)).await?;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let output_path = format!("runs/{big}/outputs/{big}.json");
+    assert_eq!(run["outputPath"], output_path.as_str(), "{run}");
+    assert!(
+        run.get("output").is_none(),
+        "a large output travels by path"
+    );
+    assert!(run["outputSize"].as_u64().unwrap_or(0) > 1 << 20, "{run}");
+    let stored: Value = http
+        .get(format!("{}/api/storage/{output_path}", orchestrator.url))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(
+        stored["content"]["data"].as_str().map(str::len),
+        Some(1 << 20)
+    );
+
+    let failed = enqueue(&orchestrator.url, "misbehave", json!({ "mode": "fail" })).await?;
+    let run = wait_final(&orchestrator.url, &failed, Duration::from_secs(60)).await?;
+    assert_eq!(run["status"], "dead", "{run}");
+    assert!(
+        !storage_dir().join("data/runs").join(&failed).exists(),
+        "a failed run leaves no objects"
+    );
     Ok(())
 }
 

@@ -8,7 +8,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use pipeweave_protocol::FailureReason;
 use pipeweave_protocol::wire::{
-    Callback, CallbackResponse, CallbackStatus, Heartbeat, HeartbeatResponse,
+    Callback, CallbackResponse, CallbackStatus, Heartbeat, HeartbeatResponse, ResultRef,
 };
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -74,6 +74,25 @@ fn refusal_for(run_id: RunId, attempt: i32, now: Option<storage::runs::AttemptSt
             now.attempt
         )),
     }
+}
+
+/// A successful callback may name only objects its storage token let it
+/// write: under the run's prefix (`runs/{runId}/`).
+fn check_result_paths(result: &ResultRef, run_id: &RunId) -> Result<(), ApiError> {
+    let scope = pipeweave_storage::layout::standalone_scope(&run_id.to_string());
+    let check = |field: String, path: &str| {
+        scope
+            .check(pipeweave_storage::Access::Write, path)
+            .map(drop)
+            .map_err(|error| ApiError::invalid(field, error.to_string()))
+    };
+    if let Some(path) = &result.output_path {
+        check("outputPath".to_owned(), path)?;
+    }
+    for (key, asset) in &result.assets {
+        check(format!("assets.{key}.path"), &asset.path)?;
+    }
+    Ok(())
 }
 
 async fn record_heartbeat(
@@ -211,6 +230,7 @@ async fn callback(
                     "a successful callback carries no error",
                 ));
             }
+            check_result_paths(&callback.result, &run_id)?;
             let result =
                 serde_json::to_value(&callback.result).map_err(|source| crate::Error::Corrupt {
                     what: "callback result",

@@ -326,5 +326,43 @@ async fn each_dispatch_carries_a_sealed_storage_token_scoped_to_its_run() -> Res
     let (status, answer) = orchestrator.get(&format!("/api/storage/{output}")).await?;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["content"], json!({ "written": "by the worker" }));
+
+    // The callback may name only objects inside the run's scope.
+    let callback = format!("/api/callback/{run_id}");
+    let token = &dispatch["attemptToken"];
+    for (field, body) in [
+        (
+            "outputPath",
+            json!({ "outputPath": "runs/trun_other/outputs/x.json" }),
+        ),
+        (
+            "assets.pdf.path",
+            json!({ "assets": { "pdf": { "path": "modules/x.wasm", "size": 1, "type": "binary" } } }),
+        ),
+    ] {
+        let mut body = body;
+        body["status"] = json!("success");
+        body["attempt"] = json!(1);
+        body["attemptToken"] = token.clone();
+        let (status, answer) = orchestrator.post(&callback, &body).await?;
+        assert_eq!(
+            (status, answer["field"].clone()),
+            (400, json!(field)),
+            "{answer}"
+        );
+    }
+    let (status, answer) = orchestrator
+        .post(
+            &callback,
+            &json!({ "status": "success", "attempt": 1, "attemptToken": token,
+                     "outputPath": output, "outputSize": 28 }),
+        )
+        .await?;
+    assert_eq!(status, 200, "{answer}");
+    let (_, run) = orchestrator
+        .get(&format!("/api/task-runs/{run_id}"))
+        .await?;
+    assert_eq!(run["outputPath"], output.as_str(), "{run}");
+    assert_eq!(run["outputSize"], 28);
     Ok(())
 }
