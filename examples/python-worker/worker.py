@@ -9,6 +9,10 @@ result with a callback. docs/protocol.md describes the protocol.
 
     python3 examples/python-worker/worker.py --orchestrator http://127.0.0.1:3000
 
+The task `report` writes its output to object storage itself, through the
+dispatch's storage token (storage.py; it needs `pip install cryptography
+boto3` and the deployment's PIPEWEAVE_SECRET_KEY), and returns it by path.
+
 Once registered it prints one line, `listening on http://HOST:PORT`, to stdout;
 everything else goes to stderr. `GET /health` answers `{"ok": true}` and
 `GET /stats` reports executions per run and concurrency per task, for tests.
@@ -17,6 +21,11 @@ everything else goes to stderr. `GET /health` answers `{"ok": true}` and
 import argparse, hashlib, inspect, json, os, sys, threading, time
 import urllib.error, urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import storage
+
+# The deployment's PIPEWEAVE_SECRET_KEY (64 hex digits), for storage tokens.
+SECRET_KEY = None
 
 
 class TaskError(Exception):
@@ -73,6 +82,28 @@ def noop(dispatch):
     """Does nothing."""
     return {}
 
+class ByReference:
+    """An output the task wrote to object storage itself."""
+    def __init__(self, path, size):
+        self.path, self.size = path, size
+
+def report(dispatch):
+    """Writes a report of {"lines": n} lines to object storage through the
+    attempt's storage token, and returns it by reference."""
+    if not SECRET_KEY:
+        raise TaskError("set PIPEWEAVE_SECRET_KEY (or --secret-key) to open storage tokens",
+                        code="NO_SECRET_KEY", retryable=False)
+    try:
+        grant = storage.open_token(dispatch["storageToken"], SECRET_KEY)
+    except ImportError as error:
+        raise TaskError("this task needs `pip install cryptography boto3`: %s" % error,
+                        code="MISSING_DEPENDENCY", retryable=False)
+    lines = ["line %d" % i for i in range(task_input(dispatch).get("lines", 3))]
+    data = json.dumps({"lines": lines}).encode()
+    path = "runs/%s/outputs/%s.json" % (dispatch["runId"], dispatch["runId"])
+    storage.put(grant, path, data)
+    return ByReference(path, len(data))
+
 
 # Options of every task unless it says otherwise (timeout in seconds).
 DEFAULTS = {"timeout": 300, "retries": 3, "retryDelayMs": 100, "retryBackoff": "fixed",
@@ -89,6 +120,7 @@ def task_table(limit_concurrency, sleep_heartbeat_ms=300):
         "sleep": (sleep, {"heartbeatIntervalMs": sleep_heartbeat_ms, "timeout": 60}),
         "limited": (limited, {"concurrency": limit_concurrency}),
         "noop": (noop, {}),
+        "report": (report, {"retries": 0}),
     }
 
 
@@ -203,8 +235,11 @@ def run_attempt(task_id, handler, dispatch, stats):
     stats.started(task_id, dispatch["runId"])
     try:
         output = handler(dispatch)
-        json.dumps(output)  # an output that is not JSON fails here, as EXCEPTION
-        result = {"status": "success", "output": output}
+        if isinstance(output, ByReference):
+            result = {"status": "success", "outputPath": output.path, "outputSize": output.size}
+        else:
+            json.dumps(output)  # an output that is not JSON fails here, as EXCEPTION
+            result = {"status": "success", "output": output}
     except TaskError as error:
         result = {"status": "failure", "error": {
             "message": error.message, "code": error.code, "retryable": error.retryable}}
@@ -306,7 +341,11 @@ def main():
                         help="the heartbeat interval declared for the `sleep` task")
     parser.add_argument("--api-key", default=os.environ.get("PIPEWEAVE_API_KEY"),
                         help="the orchestrator's API key, if it requires one to register")
+    parser.add_argument("--secret-key", default=os.environ.get("PIPEWEAVE_SECRET_KEY"),
+                        help="the deployment's PIPEWEAVE_SECRET_KEY, which opens storage tokens")
     args = parser.parse_args()
+    global SECRET_KEY
+    SECRET_KEY = args.secret_key
     tasks = task_table(args.limit_concurrency, args.sleep_heartbeat_ms)
     server = Server((args.host, args.port), Handler)
     server.tasks, server.stats = tasks, Stats(tasks)

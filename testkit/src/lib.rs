@@ -13,9 +13,9 @@
 //! - [`compile_cache_dir`]: the shared compiled-component cache.
 //! - [`cargo_component`]: the `cargo-component` binary, installed into
 //!   `target/tools` on first use when it is not on `PATH`.
-//! - [`api_tools`]: schemathesis (an OpenAPI property-based tester) and
-//!   openapi-spec-validator, installed from PyPI into a virtual
-//!   environment in `target/tools` on first use.
+//! - [`python_tools`]: schemathesis, openapi-spec-validator, cryptography
+//!   and boto3, installed from PyPI into a virtual environment in
+//!   `target/tools` on first use.
 //! - [`postgres`]: a PostgreSQL server for tests (`DATABASE_URL`, or a
 //!   private cluster) and a database per test.
 //! - [`process`]: server processes that are killed when dropped, and the
@@ -152,31 +152,37 @@ fn find_or_install_cargo_component() -> Result<PathBuf, String> {
     }
 }
 
-/// The Python tools the API tests run, pinned: schemathesis (an OpenAPI
-/// property-based tester) and openapi-spec-validator.
-pub const API_TOOLS: &[&str] = &["schemathesis==4.32.5", "openapi-spec-validator==0.9.0"];
+/// The Python packages the tests use, pinned: schemathesis (an OpenAPI
+/// property-based tester) and openapi-spec-validator for the API tests,
+/// cryptography and boto3 for the Python worker's storage tokens.
+pub const PYTHON_TOOLS: &[&str] = &[
+    "schemathesis==4.32.5",
+    "openapi-spec-validator==0.9.0",
+    "cryptography==46.0.3",
+    "boto3==1.40.76",
+];
 
-/// The `bin` directory of a virtual environment holding [`API_TOOLS`]
-/// (`st`, `openapi-spec-validator`), installed once with pip into
-/// `target/tools/api-tools` (about half a minute on first use).
+/// The `bin` directory of a virtual environment holding [`PYTHON_TOOLS`]
+/// (`python`, `st`, `openapi-spec-validator`), installed once with pip into
+/// `target/tools/python-tools` (about a minute on first use).
 #[track_caller]
-pub fn api_tools() -> PathBuf {
+pub fn python_tools() -> PathBuf {
     static FOUND: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    match FOUND.get_or_init(install_api_tools) {
+    match FOUND.get_or_init(install_python_tools) {
         Ok(path) => path.clone(),
         Err(message) => panic!("{message}"),
     }
 }
 
-fn install_api_tools() -> Result<PathBuf, String> {
+fn install_python_tools() -> Result<PathBuf, String> {
     let venv = workspace_root()
         .join("target")
         .join("tools")
-        .join("api-tools");
+        .join("python-tools");
     let bin = venv.join("bin");
     // The pins, recorded once they are installed; a change reinstalls.
     let stamp = venv.join("installed.txt");
-    let wanted = API_TOOLS.join("\n");
+    let wanted = PYTHON_TOOLS.join("\n");
     if std::fs::read_to_string(&stamp).is_ok_and(|installed| installed == wanted) {
         return Ok(bin);
     }
@@ -203,8 +209,8 @@ fn install_api_tools() -> Result<PathBuf, String> {
     run(
         Command::new(bin.join("pip"))
             .args(["install", "--quiet", "--disable-pip-version-check"])
-            .args(API_TOOLS),
-        "pip install of the API test tools",
+            .args(PYTHON_TOOLS),
+        "pip install of the tests' Python packages",
     )?;
     std::fs::write(&stamp, wanted).map_err(|e| format!("cannot write {}: {e}", stamp.display()))?;
     Ok(bin)

@@ -2,7 +2,7 @@
 //! `listening on http://ADDR` on stdout once ready, killed when dropped.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -111,7 +111,14 @@ pub fn python_worker(orchestrator_url: &str, extra: &[&str]) -> Server {
     if let Err(why) = ready {
         panic!("the end-to-end tests need python3: {why}");
     }
-    let mut command = Command::new("python3");
+    python_worker_on(Path::new("python3"), orchestrator_url, extra)
+}
+
+/// Starts the Python example worker with the interpreter `python` (a
+/// virtual environment's, for the tasks that need packages).
+#[track_caller]
+pub fn python_worker_on(python: &Path, orchestrator_url: &str, extra: &[&str]) -> Server {
+    let mut command = Command::new(python);
     command
         .arg("-u")
         .arg(python_worker_script())

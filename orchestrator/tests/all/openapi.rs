@@ -182,7 +182,7 @@ async fn registered_service(orchestrator: &TestOrchestrator) -> Result<()> {
 #[tokio::test]
 async fn the_document_is_valid_and_schemathesis_finds_no_server_error_and_no_answer_that_breaks_it()
 -> Result<()> {
-    let tools = tokio::task::spawn_blocking(pipeweave_testkit::api_tools).await?;
+    let tools = tokio::task::spawn_blocking(pipeweave_testkit::python_tools).await?;
     let orchestrator = TestOrchestrator::start(Mode::Serverless).await?;
     registered_service(&orchestrator).await?;
 

@@ -366,3 +366,41 @@ async fn each_dispatch_carries_a_sealed_storage_token_scoped_to_its_run() -> Res
     assert_eq!(run["outputSize"], 28);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_worker_opens_its_token_and_writes_its_output_to_s3() -> Result<()> {
+    let tools = tokio::task::spawn_blocking(pipeweave_testkit::python_tools).await?;
+    let server = tokio::task::spawn_blocking(pipeweave_testkit::s3::S3Server::start).await?;
+    let backend = json!([{
+        "id": "s3", "provider": "minio", "endpoint": server.endpoint(), "bucket": server.bucket,
+        "credentials": { "accessKey": server.access_key, "secretKey": server.secret_key }
+    }]);
+    let backends = pipeweave_storage::Backends::from_json(&backend.to_string(), None)?;
+    let orchestrator =
+        TestOrchestrator::start_with(Mode::Standalone, move |config| config.storage = backends)
+            .await?;
+    // The tests' secret is [7; 32].
+    let secret = "07".repeat(32);
+    let _worker = pipeweave_testkit::process::python_worker_on(
+        &tools.join("python"),
+        &orchestrator.url,
+        &["--secret-key", &secret],
+    );
+
+    let run_id = orchestrator
+        .enqueue("report", json!({ "lines": 5 }))
+        .await?;
+    let run = orchestrator
+        .wait_final(&run_id, std::time::Duration::from_secs(60))
+        .await?;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let path = format!("runs/{run_id}/outputs/{run_id}.json");
+    assert_eq!(run["outputPath"], path.as_str(), "{run}");
+    assert!(run.get("output").is_none(), "{run}");
+    let written = std::fs::read(server.file(&path))?;
+    assert_eq!(run["outputSize"], written.len(), "{run}");
+    let (status, stored) = orchestrator.get(&format!("/api/storage/{path}")).await?;
+    assert_eq!(status, 200, "{stored}");
+    assert_eq!(stored["content"]["lines"].as_array().map(Vec::len), Some(5));
+    Ok(())
+}
