@@ -154,6 +154,11 @@ pub async fn purge(pool: &PgPool, before: DateTime<Utc>) -> sqlx::Result<i64> {
            attempts_gone as (
                delete from attempts where run_id in (select id from doomed)
            ),
+           -- A key frees only on evidence about its holder; a purged holder
+           -- leaves none, so its keys go with it.
+           keys_gone as (
+               delete from idempotency_keys where run_id in (select id from doomed)
+           ),
            gone as (
                delete from runs where id in (select id from doomed) returning 1
            )

@@ -57,7 +57,8 @@ pub enum Enqueued {
 /// as its task's descriptor says) is inserted only if it can take the key:
 /// nobody holds it, the holder's TTL has passed, or the holder ended dead
 /// or cancelled. Otherwise the holder is returned as a duplicate. The key's
-/// primary key decides between concurrent duplicates, so they make one run.
+/// primary key decides between concurrent duplicates, so they make one run;
+/// the loser waits for the winner's commit and gets its run.
 pub async fn enqueue(
     pool: &PgPool,
     runs: &[NewRun],
@@ -115,13 +116,22 @@ pub async fn enqueue(
                from known
                where idempotency_key is not null and (select ok from complete)
                order by task_id, idempotency_key, position
+               -- Always "update", so RETURNING names the holder even when
+               -- it is a concurrent enqueue's run, committed after this
+               -- statement's snapshot (the conflicting row is the latest
+               -- version). The key changes hands only on positive evidence
+               -- that it is free: expired, or its holder ended dead or
+               -- cancelled. A holder this snapshot cannot see keeps it.
                on conflict (task_id, key) do update
-                   set run_id = excluded.run_id, expires_at = excluded.expires_at
-                   where idempotency_keys.expires_at <= $7
-                      or not exists (
-                          select from runs holder
-                          where holder.id = idempotency_keys.run_id
-                            and holder.state not in ('dead', 'cancelled'))
+                   set (run_id, expires_at) = (
+                       select case when free then excluded.run_id else idempotency_keys.run_id end,
+                              case when free then excluded.expires_at
+                                   else idempotency_keys.expires_at end
+                       from (select idempotency_keys.expires_at <= $7
+                                    or exists (
+                                        select from runs holder
+                                        where holder.id = idempotency_keys.run_id
+                                          and holder.state in ('dead', 'cancelled')) as free) decided)
                returning task_id, key, run_id
            ),
            inserted as (
@@ -133,15 +143,11 @@ pub async fn enqueue(
                  and (idempotency_key is null or id in (select run_id from keyed))
                returning id, priority
            )
-           select known.id as "id!", inserted.priority as "priority?",
-                  coalesce(
-                      (select keyed.run_id from keyed
-                       where keyed.task_id = known.task_id and keyed.key = known.idempotency_key),
-                      (select held.run_id from idempotency_keys held
-                       where held.task_id = known.task_id and held.key = known.idempotency_key)
-                  ) as "holder?"
+           select known.id as "id!", inserted.priority as "priority?", keyed.run_id as "holder?"
            from known
            left join inserted on inserted.id = known.id
+           left join keyed
+               on keyed.task_id = known.task_id and keyed.key = known.idempotency_key
            where (select ok from complete)
            order by known.position"#,
         &ids,

@@ -163,6 +163,59 @@ async fn concurrent_duplicates_make_one_run() -> Result<()> {
     Ok(())
 }
 
+/// The race a loaded CI machine once hit: a duplicate whose statement
+/// started before the holder's transaction committed must wait for it and
+/// answer with its run, not take the key over (the holder's run is not in
+/// its snapshot).
+#[tokio::test]
+async fn a_duplicate_waiting_on_an_uncommitted_holder_gets_that_holder() -> Result<()> {
+    let orchestrator = TestOrchestrator::start(Mode::Serverless).await?;
+    register(&orchestrator, "c1").await?;
+    let holder = uuid::Uuid::now_v7();
+    let mut first = orchestrator.pool.begin().await?;
+    sqlx::query(
+        "insert into runs (id, task_id, priority, scheduled_at, input, created_at)
+         values ($1, 'email', 100, now(), '{}', now())",
+    )
+    .bind(holder)
+    .execute(&mut *first)
+    .await?;
+    sqlx::query(
+        "insert into idempotency_keys (task_id, key, run_id, expires_at)
+         values ('email', 'key:k-race', $1, now() + interval '1 hour')",
+    )
+    .bind(holder)
+    .execute(&mut *first)
+    .await?;
+
+    let url = format!("{}/api/queue/task", orchestrator.url);
+    let second = tokio::spawn(async move {
+        let response = reqwest::Client::new()
+            .post(url)
+            .json(&json!({ "taskId": "email", "idempotencyKey": "k-race" }))
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        anyhow::Ok((status, response.json::<Value>().await?))
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    ensure!(
+        !second.is_finished(),
+        "the duplicate should wait for the holder's transaction"
+    );
+    first.commit().await?;
+    let (status, answer) = second.await??;
+    assert_eq!(status, 200, "a duplicate, not a new run: {answer}");
+    assert_eq!(
+        answer["runId"],
+        pipeweave_orchestrator::RunId(holder).to_string(),
+        "{answer}"
+    );
+    assert_eq!(answer["duplicate"], true);
+    assert_eq!(run_count(&orchestrator).await?, 1);
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_derived_key_follows_the_input_the_code_version_and_the_ttl() -> Result<()> {
     let orchestrator = TestOrchestrator::start(Mode::Serverless).await?;

@@ -222,7 +222,9 @@ async fn the_document_is_valid_and_schemathesis_finds_no_server_error_and_no_ans
                 .args(["--max-examples", &examples, "--seed", &seed])
                 .args(["--workers", "2", "--request-timeout", "10"])
                 .arg("--report-dir")
-                .arg(report)
+                .arg(&report)
+                // Its cache (.schemathesis/) goes there too, not into the tree.
+                .current_dir(&report)
                 .env("NO_COLOR", "1")
                 .output()
         }
