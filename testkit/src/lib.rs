@@ -124,21 +124,30 @@ pub fn cargo_component() -> PathBuf {
 }
 
 fn find_or_install_cargo_component() -> Result<PathBuf, String> {
+    find_or_install_binary("cargo-component", &["cargo-component", "--locked"])
+}
+
+/// A binary from `PATH`, or from `target/tools/bin`, where
+/// `cargo install <install_args> --root target/tools` puts it the first
+/// time.
+pub fn find_or_install_binary(name: &str, install_args: &[&str]) -> Result<PathBuf, String> {
     let on_path = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
-            .map(|dir| dir.join("cargo-component"))
+            .map(|dir| dir.join(name))
             .find(|candidate| candidate.is_file())
     });
     if let Some(path) = on_path {
         return Ok(path);
     }
     let root = workspace_root().join("target").join("tools");
-    let installed = root.join("bin").join("cargo-component");
+    let installed = root.join("bin").join(name);
     if installed.is_file() {
         return Ok(installed);
     }
     let output = Command::new(cargo())
-        .args(["install", "cargo-component", "--locked", "--root"])
+        .arg("install")
+        .args(install_args)
+        .arg("--root")
         .arg(&root)
         .output()
         .map_err(|e| format!("cannot run cargo install: {e}"))?;
@@ -146,7 +155,8 @@ fn find_or_install_cargo_component() -> Result<PathBuf, String> {
         Ok(installed)
     } else {
         Err(format!(
-            "cargo-component is not on PATH and `cargo install cargo-component --locked` failed:\n{}",
+            "{name} is not on PATH and `cargo install {}` failed:\n{}",
+            install_args.join(" "),
             String::from_utf8_lossy(&output.stderr)
         ))
     }

@@ -77,31 +77,15 @@ pub fn s3s_fs() -> PathBuf {
 }
 
 fn find_or_install() -> Result<PathBuf, String> {
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("s3s-fs"))
-            .find(|candidate| candidate.is_file())
-    });
-    if let Some(path) = on_path {
-        return Ok(path);
-    }
-    let root = crate::workspace_root().join("target").join("tools");
-    let installed = root.join("bin").join("s3s-fs");
-    if installed.is_file() {
-        return Ok(installed);
-    }
-    let output = Command::new(crate::cargo())
-        .args(["install", "s3s-fs", "--version", S3S_FS_VERSION])
-        .args(["--features", "binary", "--locked", "--root"])
-        .arg(&root)
-        .output()
-        .map_err(|e| format!("cannot run cargo install: {e}"))?;
-    if output.status.success() && installed.is_file() {
-        Ok(installed)
-    } else {
-        Err(format!(
-            "the S3 tests need s3s-fs {S3S_FS_VERSION}, which is not on PATH, and installing it failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        ))
-    }
+    crate::find_or_install_binary(
+        "s3s-fs",
+        &[
+            "s3s-fs",
+            "--version",
+            S3S_FS_VERSION,
+            "--features",
+            "binary",
+            "--locked",
+        ],
+    )
 }
