@@ -210,12 +210,19 @@ fn install_python_tools() -> Result<PathBuf, String> {
             ))
         }
     };
-    run(
-        Command::new("python3")
-            .args(["-m", "venv", "--clear"])
-            .arg(&venv),
-        "python3 -m venv (on Debian, install python3-venv)",
-    )?;
+    let make_venv = || {
+        run(
+            Command::new("python3")
+                .args(["-m", "venv", "--clear"])
+                .arg(&venv),
+            "python3 -m venv (on Debian, install python3-venv)",
+        )
+    };
+    if make_venv().is_err() {
+        // Debian's python3 ships without venv; install it like PostgreSQL.
+        pipeweave_orchestrator::embedded_postgres::install_debian_package("python3-venv")?;
+        make_venv()?;
+    }
     run(
         Command::new(bin.join("pip"))
             .args(["install", "--quiet", "--disable-pip-version-check"])
