@@ -340,6 +340,8 @@ async fn enqueue(pool: &PgPool, n: usize) -> anyhow::Result<Duration> {
                 priority: Some(100),
                 scheduled_at: now,
                 input: json!({}),
+                input_path: None,
+                backend_id: None,
                 metadata: None,
                 idempotency_key: None,
             })
@@ -410,6 +412,7 @@ async fn drain(pool: &PgPool, clients: usize, batch: i64) -> anyhow::Result<(Loo
                 let successes: Vec<runs::Success> = claimed
                     .iter()
                     .map(|run| runs::Success {
+                        logs_path: None,
                         run_id: run.id,
                         attempt: run.attempt,
                         attempt_token: run.attempt_token,

@@ -1,6 +1,6 @@
-"""PipeWeave storage tokens in Python: open the `storageToken` of a dispatch
-and write results to object storage directly, as docs/protocol.md
-("Storage tokens") describes.
+"""PipeWeave storage tokens in Python: open the `storageToken` of a dispatch,
+read a stored input and write results to object storage directly, as
+docs/protocol.md ("Storage tokens") describes.
 
 Needs `cryptography` (AES-256-GCM and HKDF are not in the standard library)
 and, for S3 and S3-compatible backends, `boto3`:
@@ -41,12 +41,21 @@ def open_token(token, secret_hex, now=None):
     return grant
 
 
-def may_write(grant, path):
-    """Whether the grant's scope lets its holder write `path`."""
+def _covered(prefixes, path):
     if ".." in path.split("/") or path.startswith("/"):
         return False
-    return any(path.startswith(p) if p.endswith("/") else path == p
-               for p in grant["scope"]["write"])
+    return any(path.startswith(p) if p.endswith("/") else path == p for p in prefixes)
+
+
+def may_write(grant, path):
+    """Whether the grant's scope lets its holder write `path`."""
+    return _covered(grant["scope"]["write"], path)
+
+
+def may_read(grant, path):
+    """Whether the grant's scope lets its holder read `path` (a writer may
+    read back what it may write)."""
+    return _covered(grant["scope"]["read"] + grant["scope"]["write"], path)
 
 
 def path_style(backend):
@@ -57,22 +66,43 @@ def path_style(backend):
     return backend.get("pathStyle", bool(backend.get("endpoint")))
 
 
+def _local_path(grant, path):
+    backend, credentials = grant["backend"], grant["backend"].get("credentials", {})
+    return os.path.join(credentials["basePath"], backend["bucket"], *path.split("/"))
+
+
+def get(grant, path):
+    """Reads the object at `path` in the grant's backend, as bytes."""
+    if not may_read(grant, path):
+        raise TokenError("this token may not read %r" % path)
+    if grant["backend"]["provider"] == "local":
+        with open(_local_path(grant, path), "rb") as file:
+            return file.read()
+    answer = _s3_client(grant["backend"]).get_object(Bucket=grant["backend"]["bucket"], Key=path)
+    return answer["Body"].read()
+
+
 def put(grant, path, data):
     """Writes `data` (bytes) at `path` in the grant's backend."""
     if not may_write(grant, path):
         raise TokenError("this token may not write %r" % path)
-    backend, credentials = grant["backend"], grant["backend"].get("credentials", {})
+    backend = grant["backend"]
     if backend["provider"] == "local":
-        target = os.path.join(credentials["basePath"], backend["bucket"], *path.split("/"))
+        target = _local_path(grant, path)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         with open(target + ".part", "wb") as file:
             file.write(data)
         os.replace(target + ".part", target)
         return
+    _s3_client(backend).put_object(Bucket=backend["bucket"], Key=path, Body=data)
+
+
+def _s3_client(backend):
     import boto3
     from botocore.config import Config
 
-    client = boto3.client(
+    credentials = backend.get("credentials", {})
+    return boto3.client(
         "s3",
         endpoint_url=backend.get("endpoint"),
         region_name=backend.get("region") or "us-east-1",
@@ -81,4 +111,3 @@ def put(grant, path, data):
         aws_session_token=credentials.get("sessionToken"),
         config=Config(s3={"addressing_style": "path" if path_style(backend) else "virtual"}),
     )
-    client.put_object(Bucket=backend["bucket"], Key=path, Body=data)

@@ -12,6 +12,8 @@ result with a callback. docs/protocol.md describes the protocol.
 The task `report` writes its output to object storage itself, through the
 dispatch's storage token (storage.py; it needs `pip install cryptography
 boto3` and the deployment's PIPEWEAVE_SECRET_KEY), and returns it by path.
+An input over 64 KiB arrives by path (`inputPath`) and is read the same way
+before any task runs.
 
 Once registered it prints one line, `listening on http://HOST:PORT`, to stdout;
 everything else goes to stderr. `GET /health` answers `{"ok": true}` and
@@ -43,6 +45,26 @@ def log(*parts):
 
 def task_input(dispatch):
     return dispatch.get("initialInput") or {}
+
+
+def open_grant(dispatch):
+    """The grant of the dispatch's storage token (storage.py)."""
+    if not SECRET_KEY:
+        raise TaskError("set PIPEWEAVE_SECRET_KEY (or --secret-key) to open storage tokens",
+                        code="NO_SECRET_KEY", retryable=False)
+    try:
+        return storage.open_token(dispatch["storageToken"], SECRET_KEY)
+    except ImportError as error:
+        raise TaskError("this task needs `pip install cryptography boto3`: %s" % error,
+                        code="MISSING_DEPENDENCY", retryable=False)
+
+
+def hydrate(dispatch):
+    """Puts a stored input (`inputPath`, for inputs over 64 KiB) in
+    `initialInput`, read through the storage token, so tasks see one shape."""
+    path = dispatch.get("inputPath")
+    if path:
+        dispatch["initialInput"] = json.loads(storage.get(open_grant(dispatch), path))
 
 
 # --- The tasks: each receives the dispatch and returns its output. ----------
@@ -90,14 +112,7 @@ class ByReference:
 def report(dispatch):
     """Writes a report of {"lines": n} lines to object storage through the
     attempt's storage token, and returns it by reference."""
-    if not SECRET_KEY:
-        raise TaskError("set PIPEWEAVE_SECRET_KEY (or --secret-key) to open storage tokens",
-                        code="NO_SECRET_KEY", retryable=False)
-    try:
-        grant = storage.open_token(dispatch["storageToken"], SECRET_KEY)
-    except ImportError as error:
-        raise TaskError("this task needs `pip install cryptography boto3`: %s" % error,
-                        code="MISSING_DEPENDENCY", retryable=False)
+    grant = open_grant(dispatch)
     lines = ["line %d" % i for i in range(task_input(dispatch).get("lines", 3))]
     data = json.dumps({"lines": lines}).encode()
     path = "runs/%s/outputs/%s.json" % (dispatch["runId"], dispatch["runId"])
@@ -234,6 +249,7 @@ def run_attempt(task_id, handler, dispatch, stats):
     threading.Thread(target=heartbeat_loop, args=(dispatch, stop, abandoned), daemon=True).start()
     stats.started(task_id, dispatch["runId"])
     try:
+        hydrate(dispatch)
         output = handler(dispatch)
         if isinstance(output, ByReference):
             result = {"status": "success", "outputPath": output.path, "outputSize": output.size}

@@ -14,8 +14,12 @@
 //! 3. fetches the module by code hash the first time (`GET
 //!    /api/modules/{codeHash}`, checked against the hash), after which the
 //!    runner's compiled cache serves it;
-//! 4. runs the attempt and reports with `POST /api/callback/{runId}`,
-//!    retrying while the orchestrator is unreachable.
+//! 4. hydrates the input: inline (`initialInput`) or read from `inputPath`
+//!    through the dispatch's storage token;
+//! 5. runs the attempt; on success stores its assets and a large output
+//!    (dehydration); either way stores its log (`logsPath`);
+//! 6. reports with `POST /api/callback/{runId}`, retrying while the
+//!    orchestrator is unreachable.
 //!
 //! `POST /runs/{runId}/cancel` ([`CancelNotice`], with the attempt's
 //! token) interrupts an attempt at once when the orchestrator cancels it;
@@ -35,10 +39,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use pipeweave_protocol::wire::{
     AttemptError, Callback, CallbackStatus, CancelNotice, Dispatch, Heartbeat, HeartbeatResponse,
-    HostRegistration, HostRegistrationResponse, ResultRef,
+    HostRegistration, HostRegistrationResponse, INLINE_LIMIT_BYTES, ResultRef,
 };
 use pipeweave_protocol::{CodeHash, FailureReason};
-use pipeweave_storage::object_store::ObjectStoreExt as _;
+use pipeweave_storage::object_store::{ObjectStore, ObjectStoreExt as _};
 use pipeweave_storage::{Access, Sealer, layout};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -274,16 +278,50 @@ async fn cancel_notice(
     }
 }
 
-/// Progress reported by the guest, for the next heartbeat.
+/// What an attempt reports as it runs: its latest progress, for the next
+/// heartbeat, and its log as JSON lines, stored when it ends. The runner's
+/// log budget (`max_log_bytes`) bounds the log.
 #[derive(Debug, Default)]
-struct LatestProgress(Mutex<Option<(u8, Option<String>)>>);
+struct AttemptEvents {
+    progress: Mutex<Option<(u8, Option<String>)>>,
+    log: Mutex<Vec<u8>>,
+}
 
-impl EventSink for LatestProgress {
+impl EventSink for AttemptEvents {
     fn event(&self, event: RunEvent) {
-        if let RunEvent::Progress { percent, message } = event
-            && let Ok(mut latest) = self.0.lock()
+        let timestamp_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let line = match event {
+            RunEvent::Progress { percent, message } => {
+                if let Ok(mut latest) = self.progress.lock() {
+                    *latest = Some((percent, message));
+                }
+                return;
+            }
+            RunEvent::Log { level, message } => {
+                json!({ "timestampMs": timestamp_ms, "level": level.as_str(), "message": message })
+            }
+            RunEvent::Output { stream, line } => {
+                let stream = match stream {
+                    crate::StdStream::Stdout => "stdout",
+                    crate::StdStream::Stderr => "stderr",
+                };
+                json!({ "timestampMs": timestamp_ms, "stream": stream, "message": line })
+            }
+            RunEvent::Asset { key, size } => {
+                json!({ "timestampMs": timestamp_ms, "asset": key, "size": size })
+            }
+            RunEvent::LogTruncated { limit_bytes } => json!({
+                "timestampMs": timestamp_ms,
+                "level": "warn",
+                "message": format!("the log reached its budget of {limit_bytes} bytes; later lines are dropped"),
+            }),
+        };
+        if let Ok(mut log) = self.log.lock()
+            && serde_json::to_writer(&mut *log, &line).is_ok()
         {
-            *latest = Some((percent, message));
+            log.push(b'\n');
         }
     }
 }
@@ -295,7 +333,7 @@ struct Abandoned(std::sync::atomic::AtomicBool);
 
 async fn run_attempt(host: Arc<Host>, dispatch: Dispatch) {
     let cancel = CancelToken::new();
-    let progress = Arc::new(LatestProgress::default());
+    let events = Arc::new(AttemptEvents::default());
     let abandoned = Arc::new(Abandoned::default());
     let in_flight = InFlight {
         attempt: dispatch.attempt,
@@ -308,14 +346,18 @@ async fn run_attempt(host: Arc<Host>, dispatch: Dispatch) {
         host.clone(),
         dispatch.clone(),
         in_flight,
-        progress.clone(),
+        events.clone(),
     ));
     let callback = {
         let _slot = host.slots.acquire().await;
         if cancel.is_cancelled() {
             None
         } else {
-            Some(execute(&host, &dispatch, cancel.clone(), progress).await)
+            let mut callback = execute(&host, &dispatch, cancel.clone(), events.clone()).await;
+            if !abandoned.0.load(std::sync::atomic::Ordering::SeqCst) {
+                callback.logs_path = store_log(&host, &dispatch, &events).await;
+            }
+            Some(callback)
         }
     };
     heartbeats.abort();
@@ -363,11 +405,11 @@ async fn heartbeat_loop(
     host: Arc<Host>,
     dispatch: Dispatch,
     attempt: InFlight,
-    progress: Arc<LatestProgress>,
+    events: Arc<AttemptEvents>,
 ) {
     let interval = Duration::from_millis(dispatch.heartbeat_interval_ms.max(50));
     loop {
-        let latest = progress.0.lock().ok().and_then(|p| p.clone());
+        let latest = events.progress.lock().ok().and_then(|p| p.clone());
         let beat = Heartbeat {
             run_id: dispatch.run_id.clone(),
             attempt: dispatch.attempt,
@@ -518,13 +560,17 @@ async fn execute(
     host: &Host,
     dispatch: &Dispatch,
     cancel: CancelToken,
-    progress: Arc<LatestProgress>,
+    events: Arc<AttemptEvents>,
 ) -> Callback {
     let task = match load(host, dispatch).await {
         Ok(task) => task,
         Err(callback) => return callback,
     };
-    let mut request = RunRequest::new(dispatch.initial_input.clone().unwrap_or(Value::Null));
+    let input = match hydrate_input(host, dispatch).await {
+        Ok(input) => input,
+        Err(callback) => return callback,
+    };
+    let mut request = RunRequest::new(input);
     request.run_id = dispatch.run_id.clone();
     request.pipeline_run_id = dispatch.pipeline_run_id.clone();
     request.attempt = dispatch.attempt;
@@ -537,7 +583,7 @@ async fn execute(
         .collect();
     request.timeout = Some(Duration::from_millis(dispatch.timeout_ms));
     request.cancel = Some(cancel);
-    request.events = progress;
+    request.events = events;
     match host.runner.run(&task, request).await {
         Ok(report) => match &report.outcome {
             Ok(success) => match dehydrate(host, dispatch, &report, &success.output).await {
@@ -568,33 +614,15 @@ async fn execute(
     }
 }
 
-/// Outputs up to this size travel inline in the callback; larger ones are
-/// written to object storage and travel by path.
-pub const INLINE_OUTPUT_BYTES: usize = 64 * 1024;
-
-/// Stores a successful attempt's results where its storage token allows
-/// (dehydration): every asset, streamed from the sandbox, and the output
-/// when it is over [`INLINE_OUTPUT_BYTES`]. Small outputs of attempts
-/// without assets stay inline and need no storage. If any write fails,
-/// what was written is deleted and the attempt fails: a run that does not
-/// succeed leaves no objects.
-async fn dehydrate(
+/// Opens the attempt's storage token and its backend; `need` says why
+/// storage is needed, for the error when the dispatch has no token.
+fn open_storage(
     host: &Host,
     dispatch: &Dispatch,
-    report: &crate::RunReport,
-    output: &Value,
-) -> Result<ResultRef, String> {
-    let serialized =
-        serde_json::to_vec(output).map_err(|e| format!("cannot encode the output: {e}"))?;
-    if report.assets.is_empty() && serialized.len() <= INLINE_OUTPUT_BYTES {
-        return Ok(ResultRef {
-            output: Some(output.clone()),
-            ..ResultRef::default()
-        });
-    }
+    need: &str,
+) -> Result<(pipeweave_storage::Grant, Arc<dyn ObjectStore>), String> {
     let token = dispatch.storage_token.as_deref().ok_or_else(|| {
-        "the task produced assets or a large output, but its dispatch carries no storage token"
-            .to_owned()
+        format!("the attempt {need}, but its dispatch carries no storage token (see the orchestrator's log)")
     })?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -610,7 +638,107 @@ async fn dehydrate(
         ));
     }
     let store = grant.backend.open().map_err(|error| error.to_string())?;
+    Ok((grant, store))
+}
+
+/// The attempt's input (hydration): inline in the dispatch, or read from
+/// `inputPath` through the storage token. A stored input that is gone or
+/// not JSON fails the attempt for good; a storage error may pass, so it is
+/// retryable.
+async fn hydrate_input(host: &Host, dispatch: &Dispatch) -> Result<Value, Callback> {
+    let Some(input_path) = &dispatch.input_path else {
+        return Ok(dispatch.initial_input.clone().unwrap_or(Value::Null));
+    };
+    let fail = |message: String, retryable: bool| {
+        failure(FailureReason::StorageFailed, message, retryable)
+    };
+    let (grant, store) =
+        open_storage(host, dispatch, "has its input in storage").map_err(|m| fail(m, true))?;
+    let path = grant
+        .scope
+        .check(Access::Read, input_path)
+        .map_err(|error| fail(format!("inputPath: {error}"), false))?;
+    let bytes = match store.get(&path).await {
+        Ok(found) => found.bytes().await,
+        Err(error) => Err(error),
+    }
+    .map_err(|error| {
+        let gone = matches!(
+            error,
+            pipeweave_storage::object_store::Error::NotFound { .. }
+        );
+        fail(
+            format!("cannot read the input {input_path}: {error}"),
+            !gone,
+        )
+    })?;
+    serde_json::from_slice(&bytes).map_err(|error| {
+        fail(
+            format!("the input {input_path} is not JSON: {error}"),
+            false,
+        )
+    })
+}
+
+/// Stores the attempt's log, if it has one, at
+/// `runs/{runId}/logs/{runId}/{attempt}.jsonl`, whether it succeeded or
+/// failed: a failed attempt's log is what its dead-letter entry shows.
+/// Returns its path. The log is diagnostic, so a failure to store it is
+/// logged here and does not fail the attempt.
+async fn store_log(host: &Host, dispatch: &Dispatch, events: &AttemptEvents) -> Option<String> {
+    let log = events
+        .log
+        .lock()
+        .map(|mut log| std::mem::take(&mut *log))
+        .unwrap_or_default();
+    if log.is_empty() || dispatch.storage_token.is_none() {
+        return None;
+    }
     let run_id = &dispatch.run_id;
+    let stored = async {
+        let (grant, store) = open_storage(host, dispatch, "has a log")?;
+        let path = grant
+            .scope
+            .check(
+                Access::Write,
+                &layout::logs(run_id, run_id, dispatch.attempt),
+            )
+            .map_err(|error| error.to_string())?;
+        store
+            .put(&path, log.into())
+            .await
+            .map_err(|error| format!("cannot write {path}: {error}"))?;
+        Ok::<_, String>(path.to_string())
+    }
+    .await;
+    stored
+        .inspect_err(|error| tracing::warn!(%run_id, attempt = dispatch.attempt, "the attempt's log was not stored: {error}"))
+        .ok()
+}
+
+/// Stores a successful attempt's results where its storage token allows
+/// (dehydration): every asset, streamed from the sandbox, and the output
+/// when it is over [`INLINE_LIMIT_BYTES`]. Small outputs of attempts
+/// without assets stay inline and need no storage. If any write fails,
+/// what was written is deleted and the attempt fails: a run that does not
+/// succeed leaves no objects.
+async fn dehydrate(
+    host: &Host,
+    dispatch: &Dispatch,
+    report: &crate::RunReport,
+    output: &Value,
+) -> Result<ResultRef, String> {
+    let serialized =
+        serde_json::to_vec(output).map_err(|e| format!("cannot encode the output: {e}"))?;
+    if report.assets.is_empty() && serialized.len() <= INLINE_LIMIT_BYTES {
+        return Ok(ResultRef {
+            output: Some(output.clone()),
+            ..ResultRef::default()
+        });
+    }
+    let (grant, store) = open_storage(host, dispatch, "produced assets or a large output")?;
+    let run_id = &dispatch.run_id;
+    let started = std::time::Instant::now();
     let mut written = Vec::new();
     let stored = async {
         let mut result = ResultRef::default();
@@ -639,7 +767,7 @@ async fn dehydrate(
                 },
             );
         }
-        if serialized.len() > INLINE_OUTPUT_BYTES {
+        if serialized.len() > INLINE_LIMIT_BYTES {
             let path = grant
                 .scope
                 .check(Access::Write, &layout::output(run_id, run_id))
@@ -658,9 +786,22 @@ async fn dehydrate(
         Ok::<_, String>(result)
     }
     .await;
-    if stored.is_err() {
-        for path in &written {
-            let _ = store.delete(path).await;
+    match &stored {
+        Ok(result) => {
+            let bytes: u64 = result.assets.values().map(|a| a.size).sum::<u64>()
+                + result.output_size.unwrap_or(0);
+            tracing::info!(
+                run_id = %run_id,
+                objects = written.len(),
+                bytes,
+                elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                "dehydrated"
+            );
+        }
+        Err(_) => {
+            for path in &written {
+                let _ = store.delete(path).await;
+            }
         }
     }
     stored

@@ -1,16 +1,17 @@
 -- Ends the current attempts named by ($1 run ids, $2 attempts, $3 tokens)
--- as succeeded with results $4 at time $5; returns the runs that changed.
+-- as succeeded with results $4 and log paths $6 at time $5; returns the
+-- runs that changed.
 -- Attempts that are no longer current are skipped: only a running run
 -- holds a token (runs_token_iff_running), so the token match is the guard,
 -- and the join goes by primary key whatever the statistics say about how
 -- many runs are running.
 with reported as (
-    select * from unnest($1::uuid[], $2::integer[], $3::uuid[], $4::jsonb[])
-        as r (id, attempt, attempt_token, result)
+    select * from unnest($1::uuid[], $2::integer[], $3::uuid[], $4::jsonb[], $6::text[])
+        as r (id, attempt, attempt_token, result, logs_path)
 ),
 finished as (
     update runs set state = 'succeeded', finished_at = $5, result = reported.result, error = null,
-        attempt_token = null
+        attempt_token = null, logs_path = reported.logs_path
     from reported
     where runs.id = reported.id
       and runs.attempt = reported.attempt and runs.attempt_token = reported.attempt_token

@@ -33,6 +33,13 @@ use crate::attempt::PreviousAttempt;
 use crate::descriptor::{AssetKind, TaskDescriptor};
 use crate::failure::FailureReason;
 
+/// Inputs and outputs up to this many bytes of JSON travel inline in
+/// dispatches, callbacks and the `runs` row; larger ones are stored in
+/// object storage and travel by path (`inputPath`, `outputPath`). Workers
+/// may store smaller outputs by path too; an orchestrator never requires
+/// inline values.
+pub const INLINE_LIMIT_BYTES: usize = 64 * 1024;
+
 fn default_service_version() -> String {
     "0.1.0".to_owned()
 }

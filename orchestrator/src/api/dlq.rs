@@ -30,7 +30,7 @@ use super::AppState;
 use super::error::{ApiError, BadRequest, Conflict, NotFound};
 use super::json::{ApiJson, OptionalApiJson};
 use super::queue::{Page, page, query_error};
-use super::runs_view::AttemptView;
+use super::runs_view::{AttemptView, RunInput};
 use crate::RunId;
 use crate::storage::runs::RunRow;
 use crate::storage::{self, RunState, Runtime};
@@ -97,8 +97,8 @@ struct DlqEntry {
     failed_at: Option<DateTime<Utc>>,
     /// When it was enqueued.
     created_at: DateTime<Utc>,
-    /// Its input.
-    input: Value,
+    #[serde(flatten)]
+    input: RunInput,
     /// The caller's data from the enqueue.
     metadata: Option<Value>,
 }
@@ -120,7 +120,7 @@ impl DlqEntry {
             attempts: run.attempt,
             failed_at: run.finished_at,
             created_at: run.created_at,
-            input: run.input.clone(),
+            input: RunInput::of(run),
             metadata: run.metadata.clone(),
         }
     }

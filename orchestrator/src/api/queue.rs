@@ -7,11 +7,23 @@
 //!
 //! A batch is all or nothing: one bad item fails the request with the
 //! item's path (`tasks[3].priority`) and writes no row.
+//!
+//! An input larger than [`INLINE_LIMIT_BYTES`] of JSON is written to the
+//! default storage backend at `standalone/{runId}/input.json` before its
+//! row, and the row keeps only the path (the spec's `inputPath`); hosts
+//! and workers read it through their storage token. Objects written for
+//! runs that end up not enqueued (a duplicate, an unknown task, a failed
+//! insert) are deleted again.
+
+use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
+use futures::StreamExt as _;
+use pipeweave_protocol::wire::INLINE_LIMIT_BYTES;
+use pipeweave_storage::object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -86,6 +98,10 @@ struct QueuedRun {
     priority: i32,
     /// Not started before this.
     scheduled_at: DateTime<Utc>,
+    /// Where its input is stored, when it was too large to keep inline
+    /// (over 64 KiB of JSON); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input_path: Option<String>,
 }
 
 /// What became of each run of a batch, in order.
@@ -108,12 +124,22 @@ struct BatchQueued {
     results: Vec<BatchItem>,
 }
 
+/// Runs ready to insert, and the inputs to store first.
+struct Prepared {
+    runs: Vec<storage::runs::NewRun>,
+    /// `(index in runs, serialized input)` of inputs stored by reference.
+    large_inputs: Vec<(usize, PutPayload)>,
+}
+
 /// Checks the items and turns them into rows; `path` prefixes field names.
+/// Inputs over [`INLINE_LIMIT_BYTES`] get a path on `backend_id`.
 fn prepare(
     items: Vec<(String, QueueTask)>,
     now: DateTime<Utc>,
-) -> Result<Vec<storage::runs::NewRun>, ApiError> {
+    backend_id: &str,
+) -> Result<Prepared, ApiError> {
     let mut runs = Vec::with_capacity(items.len());
+    let mut large_inputs = Vec::new();
     for (path, item) in items {
         let priority = item
             .priority
@@ -149,17 +175,78 @@ fn prepare(
                 "must be 1 to 256 characters",
             ));
         }
+        let id = RunId::new();
+        let serialized = serde_json::to_vec(&item.input)
+            .map_err(|error| ApiError::invalid(format!("{path}input"), error.to_string()))?;
+        let by_reference = serialized.len() > INLINE_LIMIT_BYTES;
+        if by_reference {
+            large_inputs.push((runs.len(), PutPayload::from(serialized)));
+        }
         runs.push(storage::runs::NewRun {
-            id: RunId::new().0,
+            id: id.0,
             task_id: item.task_id,
             priority,
             scheduled_at,
             input: item.input,
+            input_path: by_reference
+                .then(|| pipeweave_storage::layout::standalone_input(&id.to_string())),
+            backend_id: by_reference.then(|| backend_id.to_owned()),
             metadata: item.metadata,
             idempotency_key: item.idempotency_key,
         });
     }
-    Ok(runs)
+    Ok(Prepared { runs, large_inputs })
+}
+
+/// How many inputs are written to storage at once.
+const INPUT_WRITES_IN_FLIGHT: usize = 8;
+
+/// Writes the large inputs to `store`; if one fails, deletes the others
+/// and fails.
+async fn store_inputs(store: &Arc<dyn ObjectStore>, prepared: &Prepared) -> Result<(), ApiError> {
+    let mut writes = Vec::with_capacity(prepared.large_inputs.len());
+    for (index, payload) in &prepared.large_inputs {
+        let Some(path) = prepared.runs[*index].input_path.clone() else {
+            continue;
+        };
+        let (store, payload) = (store.clone(), payload.clone());
+        writes.push(async move {
+            let outcome = store.put(&path.as_str().into(), payload).await.map(drop);
+            (path, outcome)
+        });
+    }
+    let outcomes: Vec<_> = futures::stream::iter(writes)
+        .buffer_unordered(INPUT_WRITES_IN_FLIGHT)
+        .collect()
+        .await;
+    let mut written = Vec::new();
+    let mut failure = None;
+    for (path, outcome) in outcomes {
+        match outcome {
+            Ok(()) => written.push(path),
+            Err(error) => {
+                tracing::warn!(%path, %error, "cannot store an input");
+                failure.get_or_insert(error);
+            }
+        }
+    }
+    match failure {
+        None => Ok(()),
+        Some(error) => {
+            delete_inputs(store, written.iter()).await;
+            Err(ApiError::Storage(error.into()))
+        }
+    }
+}
+
+/// Deletes stored inputs of runs that were not enqueued; a failure is
+/// logged, since the enqueue's answer does not depend on it.
+async fn delete_inputs(store: &Arc<dyn ObjectStore>, paths: impl Iterator<Item = &String>) {
+    for path in paths {
+        if let Err(error) = store.delete(&path.as_str().into()).await {
+            tracing::warn!(%path, %error, "cannot delete the stored input of a run not enqueued");
+        }
+    }
 }
 
 /// Inserts the runs (all or none) and wakes this orchestrator's scheduler
@@ -168,12 +255,23 @@ fn prepare(
 /// key.
 async fn enqueue(
     state: &AppState,
-    runs: &[storage::runs::NewRun],
+    prepared: &Prepared,
     now: DateTime<Utc>,
 ) -> Result<Vec<Enqueued>, ApiError> {
+    let (_, store) = state.stores.default_store();
+    store_inputs(store, prepared).await?;
+    let stored_inputs = || prepared.runs.iter().filter_map(|r| r.input_path.as_ref());
+    let runs = &prepared.runs;
     let default_ttl = i64::try_from(state.config.idempotency_ttl.as_secs()).unwrap_or(i64::MAX);
-    let outcomes = storage::runs::enqueue(&state.pool, runs, now, default_ttl).await?;
+    let outcomes = match storage::runs::enqueue(&state.pool, runs, now, default_ttl).await {
+        Ok(outcomes) => outcomes,
+        Err(error) => {
+            delete_inputs(store, stored_inputs()).await;
+            return Err(error.into());
+        }
+    };
     if outcomes.len() != runs.len() {
+        delete_inputs(store, stored_inputs()).await;
         let mut ids: Vec<String> = runs.iter().map(|r| r.task_id.clone()).collect();
         ids.sort();
         ids.dedup();
@@ -181,6 +279,12 @@ async fn enqueue(
         let id = unknown.into_iter().next().unwrap_or_default();
         return Err(ApiError::NotFound { what: "task", id });
     }
+    let duplicates_inputs = runs
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, outcome)| matches!(outcome, Enqueued::Duplicate { .. }))
+        .filter_map(|(run, _)| run.input_path.as_ref());
+    delete_inputs(store, duplicates_inputs).await;
     if outcomes.iter().any(|o| matches!(o, Enqueued::New { .. })) {
         state.wake_scheduler.notify_one();
     }
@@ -236,9 +340,9 @@ async fn queue_task(
     ApiJson(item): ApiJson<QueueTask>,
 ) -> Result<Enqueue, ApiError> {
     let now = Utc::now();
-    let runs = prepare(vec![(String::new(), item)], now)?;
-    let outcomes = enqueue(&state, &runs, now).await?;
-    let run = &runs[0];
+    let prepared = prepare(vec![(String::new(), item)], now, default_backend_id(&state))?;
+    let outcomes = enqueue(&state, &prepared, now).await?;
+    let run = &prepared.runs[0];
     match outcomes.first() {
         Some(Enqueued::Duplicate { run_id }) => {
             Ok(Enqueue::Duplicate(duplicate(&state, *run_id).await?))
@@ -259,8 +363,13 @@ impl QueuedRun {
             task_id: run.task_id.clone(),
             priority,
             scheduled_at: run.scheduled_at,
+            input_path: run.input_path.clone(),
         }
     }
+}
+
+fn default_backend_id(state: &AppState) -> &str {
+    &state.stores.default_store().0.id
 }
 
 /// `POST /api/queue/batch`: enqueues many runs in one transaction.
@@ -301,11 +410,11 @@ async fn queue_batch(
         .enumerate()
         .map(|(index, item)| (format!("tasks[{index}]."), item))
         .collect();
-    let runs = prepare(items, now)?;
-    let outcomes = enqueue(&state, &runs, now).await?;
-    let mut results = Vec::with_capacity(runs.len());
+    let prepared = prepare(items, now, default_backend_id(&state))?;
+    let outcomes = enqueue(&state, &prepared, now).await?;
+    let mut results = Vec::with_capacity(prepared.runs.len());
     let mut queued = 0;
-    for (run, outcome) in runs.iter().zip(&outcomes) {
+    for (run, outcome) in prepared.runs.iter().zip(&outcomes) {
         results.push(match *outcome {
             Enqueued::New { priority } => {
                 queued += 1;

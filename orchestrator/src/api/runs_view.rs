@@ -148,6 +148,10 @@ pub(super) struct AttemptView {
     /// Why it failed (`message`, `code`, `retryable`, `reason`, `details`).
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<Value>,
+    /// Its log (JSON lines), when the host or worker that ran it stored
+    /// one: read it with `GET /api/storage/{logsPath}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    logs_path: Option<String>,
 }
 
 impl AttemptView {
@@ -161,6 +165,7 @@ impl AttemptView {
             started_at: Some(attempt.started_at),
             finished_at: Some(attempt.finished_at),
             error: attempt.error.clone(),
+            logs_path: attempt.logs_path.clone(),
         }
     }
 
@@ -175,6 +180,33 @@ impl AttemptView {
             started_at: run.started_at,
             finished_at: run.finished_at,
             error: None,
+            logs_path: run.logs_path.clone(),
+        }
+    }
+}
+
+/// A run's input: inline, or where it is stored.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct RunInput {
+    /// The input, when it is kept inline (up to 64 KiB of JSON).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input: Option<Value>,
+    /// Where the input is stored otherwise: read it with
+    /// `GET /api/storage/{inputPath}?backend={backendId}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input_path: Option<String>,
+    /// The storage backend holding the run's stored input.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backend_id: Option<String>,
+}
+
+impl RunInput {
+    pub(super) fn of(run: &RunRow) -> Self {
+        Self {
+            input: run.input.clone(),
+            input_path: run.input_path.clone(),
+            backend_id: run.input_path.as_ref().and(run.backend_id.clone()),
         }
     }
 }
@@ -186,8 +218,8 @@ impl AttemptView {
 pub(super) struct RunDetail {
     #[serde(flatten)]
     run: RunSummary,
-    /// Its input.
-    input: Value,
+    #[serde(flatten)]
+    input: RunInput,
     #[serde(flatten)]
     result: ResultRef,
     /// Its finished attempts, oldest first.
@@ -204,7 +236,7 @@ impl RunDetail {
         }
         Self {
             run: RunSummary::of(run),
-            input: run.input.clone(),
+            input: RunInput::of(run),
             result: result_of(run),
             attempts: views,
         }

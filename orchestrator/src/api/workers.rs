@@ -8,7 +8,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use pipeweave_protocol::FailureReason;
 use pipeweave_protocol::wire::{
-    Callback, CallbackResponse, CallbackStatus, Heartbeat, HeartbeatResponse, ResultRef,
+    Callback, CallbackResponse, CallbackStatus, Heartbeat, HeartbeatResponse,
 };
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -76,10 +76,11 @@ fn refusal_for(run_id: RunId, attempt: i32, now: Option<storage::runs::AttemptSt
     }
 }
 
-/// A successful callback may name only objects its storage token let it
-/// write: under the run's prefix (`runs/{runId}/`).
-fn check_result_paths(result: &ResultRef, run_id: &RunId) -> Result<(), ApiError> {
-    let scope = pipeweave_storage::layout::standalone_scope(&run_id.to_string());
+/// A callback may name only objects its storage token let it write: under
+/// the run's prefix (`runs/{runId}/`).
+fn check_paths(callback: &Callback, run_id: &RunId) -> Result<(), ApiError> {
+    let result = &callback.result;
+    let scope = pipeweave_storage::layout::standalone_scope(&run_id.to_string(), None);
     let check = |field: String, path: &str| {
         scope
             .check(pipeweave_storage::Access::Write, path)
@@ -91,6 +92,9 @@ fn check_result_paths(result: &ResultRef, run_id: &RunId) -> Result<(), ApiError
     }
     for (key, asset) in &result.assets {
         check(format!("assets.{key}.path"), &asset.path)?;
+    }
+    if let Some(path) = &callback.logs_path {
+        check("logsPath".to_owned(), path)?;
     }
     Ok(())
 }
@@ -221,6 +225,7 @@ async fn callback(
                 .attempt
         }
     };
+    check_paths(&callback, &run_id)?;
     let now = chrono::Utc::now();
     let status = match callback.status {
         CallbackStatus::Success => {
@@ -230,7 +235,6 @@ async fn callback(
                     "a successful callback carries no error",
                 ));
             }
-            check_result_paths(&callback.result, &run_id)?;
             let result =
                 serde_json::to_value(&callback.result).map_err(|source| crate::Error::Corrupt {
                     what: "callback result",
@@ -241,6 +245,7 @@ async fn callback(
                 attempt,
                 attempt_token: token,
                 result,
+                logs_path: callback.logs_path.clone(),
             };
             let finished = storage::runs::succeed(&state.pool, &[success], now).await?;
             if finished.is_empty() {
@@ -264,7 +269,16 @@ async fn callback(
                 attempt,
                 attempt_token: token,
             };
-            match queue::fail_attempt(&state.pool, &state.metrics, reference, &error, now).await? {
+            match queue::fail_attempt(
+                &state.pool,
+                &state.metrics,
+                reference,
+                &error,
+                callback.logs_path.as_deref(),
+                now,
+            )
+            .await?
+            {
                 Some(next) => next,
                 None => return Err(refusal(&state, run_id, attempt).await),
             }

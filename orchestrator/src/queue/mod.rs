@@ -26,15 +26,16 @@ pub struct AttemptRef {
     pub attempt_token: Uuid,
 }
 
-/// Ends an attempt as failed and decides by its task's retry policy
-/// whether the run waits for another attempt or is dead, in one
-/// transaction. Returns the run's new state, or `None` when the attempt
+/// Ends an attempt as failed, with the log its worker stored if any, and
+/// decides by its task's retry policy whether the run waits for another
+/// attempt or is dead, in one transaction. Returns the run's new state, or `None` when the attempt
 /// was no longer current (then nothing changed).
 pub async fn fail_attempt(
     pool: &PgPool,
     metrics: &Metrics,
     attempt: AttemptRef,
     error: &AttemptError,
+    logs_path: Option<&str>,
     now: DateTime<Utc>,
 ) -> crate::Result<Option<RunState>> {
     let mut tx = pool.begin().await?;
@@ -70,7 +71,16 @@ pub async fn fail_attempt(
         what: "attempt error",
         source,
     })?;
-    let recorded = storage::runs::fail(&mut tx, &running, &error_json, next, retry_at, now).await?;
+    let recorded = storage::runs::fail(
+        &mut tx,
+        &running,
+        &error_json,
+        logs_path,
+        next,
+        retry_at,
+        now,
+    )
+    .await?;
     tx.commit().await?;
     if recorded {
         let reason = error

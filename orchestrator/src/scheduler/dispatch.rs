@@ -250,7 +250,7 @@ async fn record_failure(
         state.note_targets_changed();
     }
     let error = AttemptError::decided(FailureReason::DispatchFailed, failure.message);
-    queue::fail_attempt(pool, &state.metrics, reference, &error, Utc::now()).await?;
+    queue::fail_attempt(pool, &state.metrics, reference, &error, None, Utc::now()).await?;
     Ok(())
 }
 
@@ -286,18 +286,29 @@ async fn previous_attempts(
 /// upload results after the last moment of the run.
 const TOKEN_GRACE_SECS: i64 = 300;
 
-/// The attempt's storage token: the default backend, its run's scope, and
-/// an expiry past the attempt's timeout. `None` (logged) if sealing fails,
-/// which only a broken random source causes.
+/// The attempt's storage token: the backend holding the run's data (the
+/// default one unless its input is stored elsewhere), its run's scope, and
+/// an expiry past the attempt's timeout. `None` (logged) if that backend
+/// is no longer configured or sealing fails.
 fn storage_token(
     scheduler: &Scheduler,
     run: &storage::runs::Claimed,
     run_id: &str,
 ) -> Option<String> {
-    let (backend, _) = scheduler.state.stores.default_store();
+    let stores = &scheduler.state.stores;
+    let backend = match &run.backend_id {
+        None => stores.default_store().0,
+        Some(id) => match stores.get(id) {
+            Some((backend, _)) => backend,
+            None => {
+                tracing::error!(%run_id, backend = %id, "no storage token for this attempt: its data is on a backend that is no longer configured (STORAGE_BACKENDS)");
+                return None;
+            }
+        },
+    };
     let grant = pipeweave_storage::Grant {
         backend: backend.clone(),
-        scope: pipeweave_storage::layout::standalone_scope(run_id),
+        scope: pipeweave_storage::layout::standalone_scope(run_id, run.input_path.as_deref()),
         run_id: run_id.to_owned(),
         attempt: u32::try_from(run.attempt).unwrap_or(0),
         expires_at: chrono::Utc::now().timestamp()
@@ -332,8 +343,8 @@ fn dispatch_message(
         attempt_token: run.attempt_token.to_string(),
         heartbeat_interval_ms: u64::try_from(run.heartbeat_interval_ms).unwrap_or(u64::MAX),
         timeout_ms: u64::try_from(run.timeout_ms).unwrap_or(u64::MAX),
-        initial_input: Some(run.input.clone()),
-        input_path: None,
+        initial_input: run.input.clone(),
+        input_path: run.input_path.clone(),
         upstream_refs: Default::default(),
         previous_attempts: previous,
     }

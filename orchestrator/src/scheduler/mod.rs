@@ -194,7 +194,7 @@ pub async fn watch_round(scheduler: &Scheduler, now: DateTime<Utc>) -> crate::Re
             attempt: run.attempt,
             attempt_token: run.attempt_token,
         };
-        if queue::fail_attempt(pool, &scheduler.state.metrics, reference, &error, now)
+        if queue::fail_attempt(pool, &scheduler.state.metrics, reference, &error, None, now)
             .await?
             .is_some()
         {

@@ -28,6 +28,8 @@ pub struct AttemptRow {
     pub finished_at: DateTime<Utc>,
     /// Its error, when it failed.
     pub error: Option<Value>,
+    /// Its log, when its worker stored one.
+    pub logs_path: Option<String>,
 }
 
 /// The finished attempts of runs, oldest first within each run.
@@ -35,7 +37,7 @@ pub async fn of_runs(pool: &PgPool, run_ids: &[Uuid]) -> sqlx::Result<Vec<Attemp
     sqlx::query_as!(
         AttemptRow,
         r#"select run_id, attempt, outcome as "outcome: AttemptOutcome", target, code_version, code_hash,
-                  started_at, finished_at, error
+                  started_at, finished_at, error, logs_path
            from attempts where run_id = any($1) order by run_id, attempt"#,
         run_ids
     )

@@ -30,7 +30,8 @@ pub async fn list(
 ) -> sqlx::Result<(Vec<RunRow>, i64)> {
     let rows = sqlx::query_as!(
         RunRow,
-        r#"select id, task_id, state as "state: RunState", priority, scheduled_at, input, metadata,
+        r#"select id, task_id, state as "state: RunState", priority, scheduled_at, input, input_path,
+                  backend_id, logs_path, metadata,
                   created_at, attempt, target, code_version, code_hash, started_at, heartbeat_at,
                   progress, progress_message, finished_at, result, error, cancelled_by,
                   cancel_reason
@@ -101,9 +102,11 @@ pub async fn retry(
     let new_ids: Vec<Uuid> = retries.iter().map(|r| r.1).collect();
     sqlx::query_as!(
         Retry,
-        r#"insert into runs (id, task_id, priority, scheduled_at, input, metadata, created_at,
-                             retry_of, pinned_code_version, pinned_code_hash)
-           select wanted.new_id, dead.task_id, dead.priority, $3, dead.input, dead.metadata, $3,
+        r#"insert into runs (id, task_id, priority, scheduled_at, input, input_path, backend_id,
+                             metadata, created_at, retry_of, pinned_code_version,
+                             pinned_code_hash)
+           select wanted.new_id, dead.task_id, dead.priority, $3, dead.input, dead.input_path,
+                  dead.backend_id, dead.metadata, $3,
                   dead.id, case when $4 then dead.code_version end,
                   case when $4 then dead.code_hash end
            from unnest($1::uuid[], $2::uuid[]) as wanted (dead_id, new_id)

@@ -25,8 +25,13 @@ pub struct NewRun {
     pub priority: Option<i32>,
     /// Not claimed before this.
     pub scheduled_at: DateTime<Utc>,
-    /// Its input.
+    /// Its input. A derived idempotency key reads it even when the row
+    /// keeps only `input_path`.
     pub input: Value,
+    /// Where the input is stored when it is too large to keep in the row.
+    pub input_path: Option<String>,
+    /// The backend holding `input_path`.
+    pub backend_id: Option<String>,
     /// The caller's own data.
     pub metadata: Option<Value>,
     /// The caller's idempotency key, if given (else the task's descriptor
@@ -75,12 +80,15 @@ pub async fn enqueue(
         .map(|r| r.metadata.clone().unwrap_or(Value::Null))
         .collect();
     let keys: Vec<Option<String>> = runs.iter().map(|r| r.idempotency_key.clone()).collect();
+    let input_paths: Vec<Option<String>> = runs.iter().map(|r| r.input_path.clone()).collect();
+    let backend_ids: Vec<Option<String>> = runs.iter().map(|r| r.backend_id.clone()).collect();
     let rows = sqlx::query!(
         r#"with new as (
                select * from unnest($1::uuid[], $2::text[], $3::integer[], $4::timestamptz[],
-                                    $5::jsonb[], $6::jsonb[], $8::text[])
+                                    $5::jsonb[], $6::jsonb[], $8::text[], $10::text[], $11::text[])
                    with ordinality
-                   as new (id, task_id, priority, scheduled_at, input, metadata, given_key, position)
+                   as new (id, task_id, priority, scheduled_at, input, metadata, given_key,
+                           input_path, backend_id, position)
            ),
            known as (
                select new.*, tasks.priority as default_priority,
@@ -135,8 +143,10 @@ pub async fn enqueue(
                returning task_id, key, run_id
            ),
            inserted as (
-               insert into runs (id, task_id, priority, scheduled_at, input, metadata, created_at)
-               select id, task_id, coalesce(priority, default_priority), scheduled_at, input,
+               insert into runs (id, task_id, priority, scheduled_at, input, input_path,
+                                 backend_id, metadata, created_at)
+               select id, task_id, coalesce(priority, default_priority), scheduled_at,
+                      case when input_path is null then input end, input_path, backend_id,
                       nullif(metadata, 'null'::jsonb), $7
                from known
                where (select ok from complete)
@@ -158,7 +168,9 @@ pub async fn enqueue(
         &metadata,
         now,
         &keys as &[Option<String>],
-        default_key_ttl_secs
+        default_key_ttl_secs,
+        &input_paths as &[Option<String>],
+        &backend_ids as &[Option<String>]
     )
     .fetch_all(pool)
     .await?;
@@ -186,8 +198,12 @@ pub struct Claimed {
     pub attempt: i32,
     /// The attempt's token.
     pub attempt_token: Uuid,
-    /// The run's input.
-    pub input: Value,
+    /// The run's input, when the row keeps it.
+    pub input: Option<Value>,
+    /// Where the input is stored otherwise.
+    pub input_path: Option<String>,
+    /// The backend holding the run's data; the default when `None`.
+    pub backend_id: Option<String>,
     /// The code version the attempt runs: the task's now, or the one a
     /// dead-letter retry pinned.
     pub code_version: i32,
@@ -245,6 +261,8 @@ pub struct Success {
     pub attempt_token: Uuid,
     /// Its output and assets (a `ResultRef`).
     pub result: Value,
+    /// Where its worker stored its log.
+    pub logs_path: Option<String>,
 }
 
 /// Marks runs succeeded, for the attempts that are still current; returns
@@ -258,13 +276,15 @@ pub async fn succeed(
     let attempts: Vec<i32> = successes.iter().map(|s| s.attempt).collect();
     let tokens: Vec<Uuid> = successes.iter().map(|s| s.attempt_token).collect();
     let results: Vec<Value> = successes.iter().map(|s| s.result.clone()).collect();
+    let logs: Vec<Option<String>> = successes.iter().map(|s| s.logs_path.clone()).collect();
     sqlx::query_file_scalar!(
         "queries/succeed.sql",
         &ids,
         &attempts,
         &tokens,
         &results,
-        now
+        now,
+        &logs as &[Option<String>]
     )
     .fetch_all(pool)
     .await
@@ -303,12 +323,14 @@ pub async fn lock_running(
 }
 
 /// Ends the current attempt of a run locked with [`lock_running`] as
-/// failed: the run goes to `next` (`awaiting_retry` at `retry_at`, or
-/// `dead`). Returns whether the attempt was still current.
+/// failed, with its error and, if its worker stored one, its log: the run
+/// goes to `next` (`awaiting_retry` at `retry_at`, or `dead`). Returns
+/// whether the attempt was still current.
 pub async fn fail(
     conn: &mut PgConnection,
     run: &RunningAttempt,
     error: &Value,
+    logs_path: Option<&str>,
     next: RunState,
     retry_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
@@ -328,8 +350,9 @@ pub async fn fail(
                from failed
                where tasks.id = failed.task_id and tasks.concurrency > 0
            )
-           insert into attempts (run_id, attempt, outcome, target, code_version, code_hash, started_at, finished_at, error)
-           select id, attempt, 'failed', target, code_version, code_hash, started_at, $8, $6
+           insert into attempts (run_id, attempt, outcome, target, code_version, code_hash,
+                                 started_at, finished_at, error, logs_path)
+           select id, attempt, 'failed', target, code_version, code_hash, started_at, $8, $6, $9
            from failed"#,
         run.id,
         run.attempt,
@@ -338,7 +361,8 @@ pub async fn fail(
         retry_at,
         error,
         finished_at,
-        now
+        now,
+        logs_path
     )
     .execute(conn)
     .await?;
@@ -521,8 +545,14 @@ pub struct RunRow {
     pub priority: i32,
     /// Not claimed before this.
     pub scheduled_at: DateTime<Utc>,
-    /// Its input.
-    pub input: Value,
+    /// Its input, when the row keeps it.
+    pub input: Option<Value>,
+    /// Where the input is stored otherwise.
+    pub input_path: Option<String>,
+    /// The backend holding the run's data; the default when `None`.
+    pub backend_id: Option<String>,
+    /// The log of the successful attempt, when its worker stored one.
+    pub logs_path: Option<String>,
     /// The caller's data.
     pub metadata: Option<Value>,
     /// When it was enqueued.
@@ -559,8 +589,8 @@ pub struct RunRow {
 pub async fn get(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<RunRow>> {
     sqlx::query_as!(
         RunRow,
-        r#"select id, task_id, state as "state: RunState", priority, scheduled_at, input, metadata,
-                  created_at, attempt, target, code_version, code_hash, started_at, heartbeat_at,
+        r#"select id, task_id, state as "state: RunState", priority, scheduled_at, input, input_path,
+                  backend_id, logs_path, metadata, created_at, attempt, target, code_version, code_hash, started_at, heartbeat_at,
                   progress, progress_message, finished_at, result, error, cancelled_by,
                   cancel_reason
            from runs where id = $1"#,
@@ -597,8 +627,8 @@ pub async fn list(
     };
     let rows = sqlx::query_as!(
         RunRow,
-        r#"select id, task_id, state as "state: RunState", priority, scheduled_at, input, metadata,
-                  created_at, attempt, target, code_version, code_hash, started_at, heartbeat_at,
+        r#"select id, task_id, state as "state: RunState", priority, scheduled_at, input, input_path,
+                  backend_id, logs_path, metadata, created_at, attempt, target, code_version, code_hash, started_at, heartbeat_at,
                   progress, progress_message, finished_at, result, error, cancelled_by,
                   cancel_reason
            from runs

@@ -55,11 +55,13 @@ async fn claims_lower_priority_numbers_first_then_older_runs() -> Result<()> {
             ANY_CAPACITY,
         )
         .await?;
-        order.extend(
-            claimed
-                .into_iter()
-                .map(|c| c.input.as_str().unwrap_or_default().to_owned()),
-        );
+        order.extend(claimed.into_iter().map(|c| {
+            c.input
+                .as_ref()
+                .and_then(|i| i.as_str())
+                .unwrap_or_default()
+                .to_owned()
+        }));
     }
     assert_eq!(
         order,
@@ -153,6 +155,7 @@ async fn a_concurrency_limit_holds_across_concurrent_claims() -> Result<()> {
         attempt: first.attempt,
         attempt_token: first.attempt_token,
         result: json!({ "output": {} }),
+        logs_path: None,
     };
     assert_eq!(
         storage::runs::succeed(&orchestrator.pool, &[success], Utc::now())
@@ -199,6 +202,7 @@ async fn a_claim_leaves_its_target_at_most_its_capacity_running() -> Result<()> 
         attempt: done.attempt,
         attempt_token: done.attempt_token,
         result: json!({ "output": {} }),
+        logs_path: None,
     };
     storage::runs::succeed(&orchestrator.pool, &[success], Utc::now()).await?;
     assert_eq!(claim("a").await?.len(), 1);
@@ -238,6 +242,7 @@ async fn a_failed_attempt_is_retried_by_policy_until_the_run_is_dead() -> Result
             &orchestrator.state.metrics,
             reference,
             &error,
+            None,
             now,
         )
         .await?;
@@ -316,6 +321,7 @@ async fn a_fatal_error_ends_the_run_without_retries() -> Result<()> {
             &orchestrator.state.metrics,
             reference,
             &fatal,
+            None,
             Utc::now()
         )
         .await?,
@@ -327,6 +333,7 @@ async fn a_fatal_error_ends_the_run_without_retries() -> Result<()> {
             &orchestrator.state.metrics,
             reference,
             &fatal,
+            None,
             Utc::now()
         )
         .await?,

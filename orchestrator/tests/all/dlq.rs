@@ -140,7 +140,7 @@ async fn dead_runs_are_listed_shown_and_retried_on_the_current_code() -> Result<
         (claimed.code_version, claimed.code_hash.as_str()),
         (2, "d2")
     );
-    assert_eq!(claimed.input, json!({ "url": "a" }));
+    assert_eq!(claimed.input, Some(json!({ "url": "a" })));
     call_back(
         &orchestrator,
         &claimed,

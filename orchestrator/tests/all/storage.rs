@@ -295,7 +295,7 @@ async fn each_dispatch_carries_a_sealed_storage_token_scoped_to_its_run() -> Res
     let grant = Sealer::new(&[7; 32]).open(token, now)?;
     assert_eq!(grant.run_id, run_id);
     assert_eq!(grant.attempt, 1);
-    assert_eq!(grant.scope, layout::standalone_scope(&run_id));
+    assert_eq!(grant.scope, layout::standalone_scope(&run_id, None));
     assert_eq!(grant.backend.id, "local");
     assert!(
         grant.expires_at >= now + 60,
@@ -339,6 +339,10 @@ async fn each_dispatch_carries_a_sealed_storage_token_scoped_to_its_run() -> Res
             "assets.pdf.path",
             json!({ "assets": { "pdf": { "path": "modules/x.wasm", "size": 1, "type": "binary" } } }),
         ),
+        (
+            "logsPath",
+            json!({ "logsPath": format!("standalone/{run_id}/input.json") }),
+        ),
     ] {
         let mut body = body;
         body["status"] = json!("success");
@@ -368,7 +372,8 @@ async fn each_dispatch_carries_a_sealed_storage_token_scoped_to_its_run() -> Res
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_python_worker_opens_its_token_and_writes_its_output_to_s3() -> Result<()> {
+async fn the_python_worker_reads_its_stored_input_and_writes_its_output_to_s3_through_its_token()
+-> Result<()> {
     let tools = tokio::task::spawn_blocking(pipeweave_testkit::python_tools).await?;
     let server = tokio::task::spawn_blocking(pipeweave_testkit::s3::S3Server::start).await?;
     let backend = json!([{
@@ -376,9 +381,11 @@ async fn the_python_worker_opens_its_token_and_writes_its_output_to_s3() -> Resu
         "credentials": { "accessKey": server.access_key, "secretKey": server.secret_key }
     }]);
     let backends = pipeweave_storage::Backends::from_json(&backend.to_string(), None)?;
-    let orchestrator =
-        TestOrchestrator::start_with(Mode::Standalone, move |config| config.storage = backends)
-            .await?;
+    let orchestrator = TestOrchestrator::start_with(Mode::Standalone, move |config| {
+        config.storage = backends;
+        config.max_body_bytes = 1 << 20;
+    })
+    .await?;
     // The tests' secret is [7; 32].
     let secret = "07".repeat(32);
     let _worker = pipeweave_testkit::process::python_worker_on(
@@ -387,9 +394,19 @@ async fn the_python_worker_opens_its_token_and_writes_its_output_to_s3() -> Resu
         &["--secret-key", &secret],
     );
 
+    // The padding takes the input over 64 KiB, so it is stored on S3 and the
+    // worker reads it there: the 5 lines prove it did.
     let run_id = orchestrator
-        .enqueue("report", json!({ "lines": 5 }))
+        .enqueue(
+            "report",
+            json!({ "lines": 5, "padding": "x".repeat(70_000) }),
+        )
         .await?;
+    assert!(
+        server
+            .file(&format!("standalone/{run_id}/input.json"))
+            .exists()
+    );
     let run = orchestrator
         .wait_final(&run_id, std::time::Duration::from_secs(60))
         .await?;
@@ -402,5 +419,174 @@ async fn the_python_worker_opens_its_token_and_writes_its_output_to_s3() -> Resu
     let (status, stored) = orchestrator.get(&format!("/api/storage/{path}")).await?;
     assert_eq!(status, 200, "{stored}");
     assert_eq!(stored["content"]["lines"].as_array().map(Vec::len), Some(5));
+    Ok(())
+}
+
+/// Files under `dir`, recursively (none if it does not exist).
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .flat_map(|entry| {
+            let path = entry.path();
+            if path.is_dir() {
+                files_under(&path)
+            } else {
+                vec![path]
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_large_input_is_stored_by_reference_and_its_token_reads_it_on_every_attempt() -> Result<()>
+{
+    use pipeweave_storage::object_store::ObjectStoreExt as _;
+    use pipeweave_storage::{Access, Sealer};
+
+    let orchestrator = TestOrchestrator::start_with(Mode::Serverless, |config| {
+        config.max_body_bytes = 1 << 20;
+    })
+    .await?;
+    let (worker, mut dispatches) = recording_worker().await?;
+    let (status, answer) = orchestrator
+        .post(
+            "/api/register",
+            &json!({ "serviceId": "w", "baseUrl": worker,
+                     "tasks": [{ "id": "t", "codeHash": "c1", "retries": 0 }] }),
+        )
+        .await?;
+    assert_eq!(status, 200, "{answer}");
+    let standalone = orchestrator.storage_dir.path().join("data/standalone");
+
+    // A small input stays inline.
+    let (status, small) = orchestrator
+        .post(
+            "/api/queue/task",
+            &json!({ "taskId": "t", "input": { "n": 1 } }),
+        )
+        .await?;
+    assert_eq!(status, 201, "{small}");
+    assert!(small.get("inputPath").is_none(), "{small}");
+
+    // One over 64 KiB of JSON is stored, and the row keeps its path.
+    let input = json!({ "text": "x".repeat(100_000), "n": 2 });
+    let (status, queued) = orchestrator
+        .post(
+            "/api/queue/task",
+            &json!({ "taskId": "t", "input": input, "idempotencyKey": "big" }),
+        )
+        .await?;
+    assert_eq!(status, 201, "{queued}");
+    let run_id = queued["runId"].as_str().unwrap_or_default().to_owned();
+    let input_path = format!("standalone/{run_id}/input.json");
+    assert_eq!(queued["inputPath"], input_path.as_str(), "{queued}");
+    let (status, stored) = orchestrator
+        .get(&format!("/api/storage/{input_path}"))
+        .await?;
+    assert_eq!(status, 200, "{stored}");
+    assert_eq!(stored["content"], input);
+    let (_, run) = orchestrator
+        .get(&format!("/api/task-runs/{run_id}"))
+        .await?;
+    assert_eq!(run["inputPath"], input_path.as_str(), "{run}");
+    assert_eq!(run["backendId"], "local", "{run}");
+    assert!(run.get("input").is_none(), "the row keeps no copy: {run}");
+
+    // Runs that are not enqueued leave no stored input behind: a duplicate
+    // and a batch naming an unknown task.
+    let (status, duplicate) = orchestrator
+        .post(
+            "/api/queue/task",
+            &json!({ "taskId": "t", "input": input, "idempotencyKey": "big" }),
+        )
+        .await?;
+    assert_eq!((status, &duplicate["runId"]), (200, &json!(run_id)));
+    let (status, answer) = orchestrator
+        .post(
+            "/api/queue/batch",
+            &json!({ "tasks": [{ "taskId": "t", "input": input },
+                               { "taskId": "nope", "input": input }] }),
+        )
+        .await?;
+    assert_eq!(status, 404, "{answer}");
+    assert_eq!(
+        files_under(&standalone),
+        vec![
+            orchestrator
+                .storage_dir
+                .path()
+                .join("data")
+                .join(&input_path)
+        ],
+        "only the enqueued run's input is stored"
+    );
+
+    // The dispatch carries the path instead of the input, and its token
+    // reads it.
+    orchestrator.post("/api/tick", &json!({})).await?;
+    let mut dispatched = Vec::new();
+    for _ in 0..2 {
+        dispatched.push(
+            tokio::time::timeout(std::time::Duration::from_secs(10), dispatches.recv())
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no dispatch"))?,
+        );
+    }
+    let dispatch = dispatched
+        .into_iter()
+        .find(|d| d["runId"] == run_id.as_str())
+        .ok_or_else(|| anyhow::anyhow!("run {run_id} was not dispatched"))?;
+    assert_eq!(dispatch["inputPath"], input_path.as_str(), "{dispatch}");
+    assert!(dispatch.get("initialInput").is_none(), "{dispatch}");
+    let read_input = |dispatch: &Value| {
+        let token = dispatch["storageToken"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let path = dispatch["inputPath"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        async move {
+            let grant = Sealer::new(&[7; 32]).open(&token, chrono::Utc::now().timestamp())?;
+            let path = grant.scope.check(Access::Read, &path)?;
+            let bytes = grant.backend.open()?.get(&path).await?.bytes().await?;
+            anyhow::Ok(serde_json::from_slice::<Value>(&bytes)?)
+        }
+    };
+    assert_eq!(read_input(&dispatch).await?, input);
+
+    // It dies; its dead-letter retry is a new run that reads the same
+    // stored input.
+    let (status, answer) = orchestrator
+        .post(
+            &format!("/api/callback/{run_id}"),
+            &json!({ "status": "failure", "attempt": 1, "attemptToken": dispatch["attemptToken"],
+                     "error": { "message": "no", "retryable": false } }),
+        )
+        .await?;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("dead")));
+    let (status, entry) = orchestrator.get(&format!("/api/dlq/{run_id}")).await?;
+    assert_eq!(status, 200, "{entry}");
+    let (status, retried) = orchestrator
+        .post(
+            &format!(
+                "/api/dlq/{}/retry",
+                entry["id"].as_str().unwrap_or_default()
+            ),
+            &json!({}),
+        )
+        .await?;
+    assert_eq!(status, 201, "{retried}");
+    orchestrator.post("/api/tick", &json!({})).await?;
+    let retry = tokio::time::timeout(std::time::Duration::from_secs(10), dispatches.recv())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no dispatch of the retry"))?;
+    assert_ne!(retry["runId"], run_id.as_str());
+    assert_eq!(retry["inputPath"], input_path.as_str(), "{retry}");
+    assert_eq!(read_input(&retry).await?, input);
     Ok(())
 }
