@@ -203,11 +203,43 @@ async fn a_wasm_task_runs_through_the_queue_on_a_host() -> Result<()> {
         "an empty name fails without retries: {run}"
     );
     assert_eq!(run["error"]["code"], "EMPTY_NAME");
+
+    // An input over 64 KiB is stored and read back by the host: the
+    // greeting holds the whole name, and being that long it comes back by
+    // path too.
+    let name = "A".repeat(70_000);
+    let large = enqueue(&orchestrator.url, "hello", json!({ "name": name })).await?;
+    let run = wait_final(&orchestrator.url, &large, Duration::from_secs(60)).await?;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(
+        run["inputPath"],
+        format!("standalone/{large}/input.json").as_str()
+    );
+    let output_path = run["outputPath"].as_str().unwrap_or_default();
+    let stored: Value = client()
+        .get(format!("{}/api/storage/{output_path}", orchestrator.url))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(
+        stored["content"]["greeting"].as_str(),
+        Some(format!("Hello, {name}!").as_str())
+    );
+    // Its log names the attempt.
+    let logs_path = run["attempts"][0]["logsPath"].as_str().unwrap_or_default();
+    let log = client()
+        .get(format!("{}/api/storage/{logs_path}", orchestrator.url))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(log.contains("(attempt 1)"), "{log}");
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_stores_its_assets_and_large_output_in_storage_and_a_failed_run_stores_nothing()
+async fn a_run_stores_its_assets_and_large_output_in_storage_and_a_failed_run_stores_only_its_log()
 -> Result<()> {
     let database_url = database();
     let orchestrator = orchestrator(&database_url, 0);
@@ -265,10 +297,24 @@ async fn a_run_stores_its_assets_and_large_output_in_storage_and_a_failed_run_st
     let failed = enqueue(&orchestrator.url, "misbehave", json!({ "mode": "fail" })).await?;
     let run = wait_final(&orchestrator.url, &failed, Duration::from_secs(60)).await?;
     assert_eq!(run["status"], "dead", "{run}");
-    assert!(
-        !storage_dir().join("data/runs").join(&failed).exists(),
-        "a failed run leaves no objects"
+    let run_dir = storage_dir().join("data/runs").join(&failed);
+    for kept in ["outputs", "assets"] {
+        assert!(
+            !run_dir.join(kept).exists(),
+            "a failed run leaves no {kept}"
+        );
+    }
+    // Only its log, for the dead-letter queue.
+    let logs_path = format!("runs/{failed}/logs/{failed}/1.jsonl");
+    assert_eq!(run["attempts"][0]["logsPath"], logs_path.as_str(), "{run}");
+    let log = std::fs::read_to_string(storage_dir().join("data").join(&logs_path))?;
+    let first: Value = serde_json::from_str(log.lines().next().unwrap_or_default())?;
+    assert_eq!(
+        (first["level"].as_str(), first["message"].as_str()),
+        (Some("debug"), Some("mode fail")),
+        "{log}"
     );
+    assert!(first["timestampMs"].as_u64().is_some(), "{log}");
     Ok(())
 }
 
