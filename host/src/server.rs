@@ -28,7 +28,7 @@
 //! The host registers itself with `POST /api/hosts` and repeats that as a
 //! liveness ping.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -566,21 +566,18 @@ async fn execute(
         Ok(task) => task,
         Err(callback) => return callback,
     };
-    let input = match hydrate_input(host, dispatch).await {
-        Ok(input) => input,
+    let hydrated = match hydrate(host, dispatch).await {
+        Ok(hydrated) => hydrated,
         Err(callback) => return callback,
     };
-    let mut request = RunRequest::new(input);
+    let mut request = RunRequest::new(hydrated.input.clone());
     request.run_id = dispatch.run_id.clone();
     request.pipeline_run_id = dispatch.pipeline_run_id.clone();
     request.attempt = dispatch.attempt;
     request.code_version = dispatch.code_version;
     request.previous_attempts = dispatch.previous_attempts.clone();
-    request.upstream = dispatch
-        .upstream_refs
-        .iter()
-        .filter_map(|(task, result)| result.output.clone().map(|output| (task.clone(), output)))
-        .collect();
+    request.upstream = hydrated.upstream.clone();
+    request.upstream_assets = hydrated.upstream_assets.clone();
     request.timeout = Some(Duration::from_millis(dispatch.timeout_ms));
     request.cancel = Some(cancel);
     request.events = events;
@@ -614,6 +611,15 @@ async fn execute(
     }
 }
 
+/// The run whose prefix (`runs/{runId}/`) the attempt writes under: its
+/// pipeline run, or the task run itself when standalone.
+fn run_prefix(dispatch: &Dispatch) -> &str {
+    dispatch
+        .pipeline_run_id
+        .as_deref()
+        .unwrap_or(&dispatch.run_id)
+}
+
 /// Opens the attempt's storage token and its backend; `need` says why
 /// storage is needed, for the error when the dispatch has no token.
 fn open_storage(
@@ -641,43 +647,132 @@ fn open_storage(
     Ok((grant, store))
 }
 
-/// The attempt's input (hydration): inline in the dispatch, or read from
-/// `inputPath` through the storage token. A stored input that is gone or
-/// not JSON fails the attempt for good; a storage error may pass, so it is
-/// retryable.
-async fn hydrate_input(host: &Host, dispatch: &Dispatch) -> Result<Value, Callback> {
-    let Some(input_path) = &dispatch.input_path else {
-        return Ok(dispatch.initial_input.clone().unwrap_or(Value::Null));
+/// What hydration hands the guest: the input, the upstream outputs, and
+/// the upstream assets downloaded into a directory that lives as long as
+/// the attempt.
+struct Hydrated {
+    input: Value,
+    upstream: BTreeMap<String, Value>,
+    upstream_assets: HashMap<String, std::path::PathBuf>,
+    _assets_dir: Option<tempfile::TempDir>,
+}
+
+/// Hydration: the input (inline, or read from `inputPath`), each upstream
+/// task's output (inline, or read from its `outputPath`) and its assets
+/// (streamed to local files, which the runner copies into the sandbox when
+/// the guest opens them; on a key that two upstream tasks share, the first
+/// task in id order wins), all through the storage token. A stored object
+/// that is gone or not JSON fails the attempt for good; any other storage
+/// error may pass, so it is retryable.
+async fn hydrate(host: &Host, dispatch: &Dispatch) -> Result<Hydrated, Callback> {
+    read_stored(host, dispatch).await.map_err(|problem| {
+        failure(
+            FailureReason::StorageFailed,
+            problem.message,
+            problem.retryable,
+        )
+    })
+}
+
+/// Why hydration failed, and whether trying again may help.
+struct StorageProblem {
+    message: String,
+    retryable: bool,
+}
+
+async fn read_stored(host: &Host, dispatch: &Dispatch) -> Result<Hydrated, StorageProblem> {
+    let fail = |message: String, retryable: bool| StorageProblem { message, retryable };
+    let needs_storage = dispatch.input_path.is_some()
+        || dispatch
+            .upstream_refs
+            .values()
+            .any(|r| r.output.is_none() && r.output_path.is_some() || !r.assets.is_empty());
+    let mut hydrated = Hydrated {
+        input: dispatch.initial_input.clone().unwrap_or(Value::Null),
+        upstream: BTreeMap::new(),
+        upstream_assets: HashMap::new(),
+        _assets_dir: None,
     };
-    let fail = |message: String, retryable: bool| {
-        failure(FailureReason::StorageFailed, message, retryable)
-    };
-    let (grant, store) =
-        open_storage(host, dispatch, "has its input in storage").map_err(|m| fail(m, true))?;
-    let path = grant
-        .scope
-        .check(Access::Read, input_path)
-        .map_err(|error| fail(format!("inputPath: {error}"), false))?;
-    let bytes = match store.get(&path).await {
-        Ok(found) => found.bytes().await,
-        Err(error) => Err(error),
+    if !needs_storage {
+        hydrated.upstream = dispatch
+            .upstream_refs
+            .iter()
+            .filter_map(|(task, r)| r.output.clone().map(|output| (task.clone(), output)))
+            .collect();
+        return Ok(hydrated);
     }
-    .map_err(|error| {
+    let (grant, store) =
+        open_storage(host, dispatch, "reads stored data").map_err(|m| fail(m, true))?;
+    let readable = |field: &str, path: &str| {
+        grant
+            .scope
+            .check(Access::Read, path)
+            .map_err(|error| fail(format!("{field}: {error}"), false))
+    };
+    let storage_error = |what: &str, error: pipeweave_storage::object_store::Error| {
         let gone = matches!(
             error,
             pipeweave_storage::object_store::Error::NotFound { .. }
         );
-        fail(
-            format!("cannot read the input {input_path}: {error}"),
-            !gone,
-        )
-    })?;
-    serde_json::from_slice(&bytes).map_err(|error| {
-        fail(
-            format!("the input {input_path} is not JSON: {error}"),
-            false,
-        )
-    })
+        fail(format!("cannot read {what}: {error}"), !gone)
+    };
+    let read_json = |field: String, path: String| {
+        let store = store.clone();
+        async move {
+            let location = readable(&field, &path)?;
+            let bytes = match store.get(&location).await {
+                Ok(found) => found.bytes().await,
+                Err(error) => Err(error),
+            }
+            .map_err(|error| storage_error(&path, error))?;
+            serde_json::from_slice::<Value>(&bytes)
+                .map_err(|error| fail(format!("{path} ({field}) is not JSON: {error}"), false))
+        }
+    };
+    if let Some(path) = &dispatch.input_path {
+        hydrated.input = read_json("inputPath".to_owned(), path.clone()).await?;
+    }
+    for (task, result) in &dispatch.upstream_refs {
+        let output = match (&result.output, &result.output_path) {
+            (Some(output), _) => output.clone(),
+            (None, Some(path)) => {
+                read_json(format!("upstreamRefs.{task}.outputPath"), path.clone()).await?
+            }
+            (None, None) => Value::Null,
+        };
+        hydrated.upstream.insert(task.clone(), output);
+    }
+    let assets: Vec<(&String, &pipeweave_protocol::wire::AssetRef)> = dispatch
+        .upstream_refs
+        .values()
+        .flat_map(|result| result.assets.iter())
+        .collect();
+    if !assets.is_empty() {
+        let dir = tempfile::tempdir().map_err(|error| {
+            fail(
+                format!("cannot make a directory for upstream assets: {error}"),
+                true,
+            )
+        })?;
+        for (index, (key, asset)) in assets.into_iter().enumerate() {
+            if hydrated.upstream_assets.contains_key(key) {
+                continue;
+            }
+            let location = readable(&format!("upstream asset {key:?}"), &asset.path)?;
+            let file = dir.path().join(format!("{index}"));
+            pipeweave_storage::transfer::download_file(store.clone(), &location, &file)
+                .await
+                .map_err(|error| match error {
+                    pipeweave_storage::transfer::DownloadError::Store(error) => {
+                        storage_error(&asset.path, error)
+                    }
+                    other => fail(other.to_string(), true),
+                })?;
+            hydrated.upstream_assets.insert(key.clone(), file);
+        }
+        hydrated._assets_dir = Some(dir);
+    }
+    Ok(hydrated)
 }
 
 /// Stores the attempt's log, if it has one, at
@@ -701,7 +796,7 @@ async fn store_log(host: &Host, dispatch: &Dispatch, events: &AttemptEvents) -> 
             .scope
             .check(
                 Access::Write,
-                &layout::logs(run_id, run_id, dispatch.attempt),
+                &layout::logs(run_prefix(dispatch), run_id, dispatch.attempt),
             )
             .map_err(|error| error.to_string())?;
         store
@@ -745,7 +840,10 @@ async fn dehydrate(
         for asset in &report.assets {
             let path = grant
                 .scope
-                .check(Access::Write, &layout::asset(run_id, &asset.key))
+                .check(
+                    Access::Write,
+                    &layout::asset(run_prefix(dispatch), run_id, &asset.key),
+                )
                 .map_err(|error| error.to_string())?;
             let file = report
                 .open_asset(&asset.key)
@@ -770,7 +868,7 @@ async fn dehydrate(
         if serialized.len() > INLINE_LIMIT_BYTES {
             let path = grant
                 .scope
-                .check(Access::Write, &layout::output(run_id, run_id))
+                .check(Access::Write, &layout::output(run_prefix(dispatch), run_id))
                 .map_err(|error| error.to_string())?;
             let size = serialized.len() as u64;
             written.push(path.clone());

@@ -66,6 +66,6 @@ from chosen
 join tasks on tasks.id = chosen.task_id
 where runs.id = chosen.id
 returning runs.id, runs.task_id, runs.attempt, runs.attempt_token as "attempt_token!",
-          runs.input, runs.input_path, runs.backend_id, runs.code_version as "code_version!", runs.code_hash as "code_hash!",
+          runs.input, runs.input_path, runs.backend_id, runs.pipeline_run_id, runs.code_version as "code_version!", runs.code_hash as "code_hash!",
           tasks.timeout_ms,
           tasks.heartbeat_interval_ms;

@@ -1,6 +1,8 @@
 -- Ends the current attempts named by ($1 run ids, $2 attempts, $3 tokens)
 -- as succeeded with results $4 and log paths $6 at time $5; returns the
 -- runs that changed.
+-- Only runs outside pipelines: a pipeline's task run ends with what it
+-- selects, under its pipeline run's lock (storage::runs::succeed_in_pipeline).
 -- Attempts that are no longer current are skipped: only a running run
 -- holds a token (runs_token_iff_running), so the token match is the guard,
 -- and the join goes by primary key whatever the statistics say about how
@@ -15,6 +17,7 @@ finished as (
     from reported
     where runs.id = reported.id
       and runs.attempt = reported.attempt and runs.attempt_token = reported.attempt_token
+      and runs.pipeline_run_id is null
     returning runs.id, runs.task_id
 ),
 released as (

@@ -31,6 +31,7 @@ pub mod embedded_postgres;
 mod error;
 pub mod ids;
 pub mod metrics;
+pub mod pipeline;
 pub mod queue;
 pub mod scheduler;
 pub mod shutdown;
@@ -45,7 +46,7 @@ use tokio::sync::Notify;
 
 pub use config::{Config, Mode};
 pub use error::{Error, Result};
-pub use ids::RunId;
+pub use ids::{PipelineRunId, RunId};
 pub use shutdown::{Shutdown, ShutdownTrigger};
 
 /// An error and its causes on one line: `a: b: c`.

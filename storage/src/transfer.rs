@@ -1,12 +1,12 @@
 //! Moving bytes between files and object storage without holding them in
 //! memory: an upload keeps at most a couple of parts in flight, whatever
-//! the file's size.
+//! the file's size, and a download writes each chunk as it arrives.
 
 use std::sync::Arc;
 
-use object_store::ObjectStore;
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt as _};
 use tokio::io::AsyncWriteExt as _;
 
 /// The size of one part of a multipart upload (S3's minimum is 5 MiB).
@@ -85,4 +85,44 @@ async fn copy(file: &mut tokio::fs::File, writer: &mut BufWriter) -> Result<u64,
         writer.write_all(&buffer[..read]).await?;
         total += read as u64;
     }
+}
+
+/// A download failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    /// The store refused or failed the read.
+    #[error(transparent)]
+    Store(#[from] object_store::Error),
+    /// Writing the local file failed.
+    #[error("cannot write {file}: {source}")]
+    Write {
+        /// The file.
+        file: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Streams the object at `path` into a new local `file`, chunk by chunk,
+/// and returns its size.
+pub async fn download_file(
+    store: Arc<dyn ObjectStore>,
+    path: &Path,
+    file: &std::path::Path,
+) -> Result<u64, DownloadError> {
+    use futures::StreamExt as _;
+    let write_error = |source| DownloadError::Write {
+        file: file.display().to_string(),
+        source,
+    };
+    let mut chunks = store.get(path).await?.into_stream();
+    let mut out = tokio::fs::File::create(file).await.map_err(write_error)?;
+    let mut total = 0_u64;
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk?;
+        out.write_all(&chunk).await.map_err(write_error)?;
+        total += chunk.len() as u64;
+    }
+    out.flush().await.map_err(write_error)?;
+    Ok(total)
 }

@@ -82,7 +82,7 @@ async fn cancel(
     let cancelled_by = optional_text("cancelledBy", request.cancelled_by, 200)?
         .unwrap_or_else(|| "api".to_owned());
     let reason = optional_text("reason", request.reason, 500)?;
-    let outcome = storage::runs::cancel(
+    let outcome = crate::queue::cancel_run(
         &state.pool,
         run_id.0,
         &cancelled_by,

@@ -10,6 +10,7 @@ pub mod json;
 mod objects;
 mod openapi;
 mod operations;
+mod pipelines;
 mod queue;
 mod register;
 mod runs_view;
@@ -86,7 +87,7 @@ fn optional_text(
 /// Reads a run id (`trun_…`) from `field`, or a 400 naming it.
 fn parse_run_id(field: &str, text: &str) -> Result<crate::RunId, error::ApiError> {
     text.parse()
-        .map_err(|e: crate::ids::InvalidRunId| error::ApiError::invalid(field, e.to_string()))
+        .map_err(|e: crate::ids::InvalidId| error::ApiError::invalid(field, e.to_string()))
 }
 
 /// Every route of the API with its OpenAPI description, before the state
@@ -99,6 +100,7 @@ fn routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
         .merge(register::router())
         .merge(services::router())
         .merge(queue::router())
+        .merge(pipelines::router())
         .merge(workers::router())
         .merge(tick::router())
         .merge(objects::router())

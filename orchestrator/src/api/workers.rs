@@ -8,7 +8,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use pipeweave_protocol::FailureReason;
 use pipeweave_protocol::wire::{
-    Callback, CallbackResponse, CallbackStatus, Heartbeat, HeartbeatResponse,
+    AttemptError, Callback, CallbackResponse, CallbackStatus, Heartbeat, HeartbeatResponse,
 };
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -77,10 +77,30 @@ fn refusal_for(run_id: RunId, attempt: i32, now: Option<storage::runs::AttemptSt
 }
 
 /// A callback may name only objects its storage token let it write: under
-/// the run's prefix (`runs/{runId}/`).
-fn check_paths(callback: &Callback, run_id: &RunId) -> Result<(), ApiError> {
+/// the run's prefix (`runs/{runId}/`), or in a pipeline run its own
+/// output, assets and logs under the pipeline run's prefix.
+async fn check_paths(
+    state: &AppState,
+    callback: &Callback,
+    run_id: &RunId,
+) -> Result<(), ApiError> {
     let result = &callback.result;
-    let scope = pipeweave_storage::layout::standalone_scope(&run_id.to_string(), None);
+    let names_paths =
+        result.output_path.is_some() || !result.assets.is_empty() || callback.logs_path.is_some();
+    if !names_paths {
+        return Ok(());
+    }
+    let pipeline_run = {
+        let mut conn = state.pool.acquire().await?;
+        storage::pipelines::of_task_run(&mut conn, run_id.0).await?
+    };
+    let scope = match pipeline_run {
+        None => pipeweave_storage::layout::standalone_scope(&run_id.to_string(), None),
+        Some(id) => pipeweave_storage::layout::pipeline_task_scope(
+            &crate::PipelineRunId(id).to_string(),
+            &run_id.to_string(),
+        ),
+    };
     let check = |field: String, path: &str| {
         scope
             .check(pipeweave_storage::Access::Write, path)
@@ -225,7 +245,7 @@ async fn callback(
                 .attempt
         }
     };
-    check_paths(&callback, &run_id)?;
+    check_paths(&state, &callback, &run_id).await?;
     let now = chrono::Utc::now();
     let status = match callback.status {
         CallbackStatus::Success => {
@@ -247,13 +267,32 @@ async fn callback(
                 result,
                 logs_path: callback.logs_path.clone(),
             };
-            let finished = storage::runs::succeed(&state.pool, &[success], now).await?;
-            if finished.is_empty() {
-                return Err(refusal(&state, run_id, attempt).await);
+            let finished =
+                storage::runs::succeed(&state.pool, std::slice::from_ref(&success), now).await?;
+            let pipeline_run = if finished.is_empty() {
+                // A pipeline's task run, or an attempt no longer current.
+                let mut conn = state.pool.acquire().await?;
+                storage::pipelines::of_task_run(&mut conn, run_id.0).await?
+            } else {
+                None
+            };
+            match pipeline_run {
+                None if finished.is_empty() => return Err(refusal(&state, run_id, attempt).await),
+                None => {
+                    state.metrics.attempt_ended("succeeded", "");
+                    tracing::debug!(%run_id, attempt, "attempt succeeded");
+                    RunState::Succeeded
+                }
+                Some(pipeline_run) => {
+                    let reference = AttemptRef {
+                        run_id: run_id.0,
+                        attempt,
+                        attempt_token: token,
+                    };
+                    succeed_in_pipeline(&state, &callback, success, reference, pipeline_run, now)
+                        .await?
+                }
             }
-            state.metrics.attempt_ended("succeeded", "");
-            tracing::debug!(%run_id, attempt, "attempt succeeded");
-            RunState::Succeeded
         }
         CallbackStatus::Failure => {
             let mut error = callback.error.ok_or_else(|| {
@@ -291,4 +330,65 @@ async fn callback(
         run_id: run_id.to_string(),
         status: status.as_str().to_owned(),
     }))
+}
+
+/// A pipeline task's success: recorded with its selection, which moves the
+/// pipeline run on; a selection outside the task's allowedNext fails the
+/// task for good instead (`INVALID_NEXT`), since no retry would choose
+/// differently.
+async fn succeed_in_pipeline(
+    state: &AppState,
+    callback: &Callback,
+    success: storage::runs::Success,
+    reference: AttemptRef,
+    pipeline_run: uuid::Uuid,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<RunState, ApiError> {
+    let run_id = RunId(reference.run_id);
+    match queue::succeed_in_pipeline(
+        &state.pool,
+        &success,
+        pipeline_run,
+        callback.selected_next.as_deref(),
+        now,
+    )
+    .await
+    {
+        Ok(true) => {
+            state.metrics.attempt_ended("succeeded", "");
+            tracing::debug!(%run_id, attempt = reference.attempt, "attempt succeeded");
+            Ok(RunState::Succeeded)
+        }
+        Ok(false) => Err(refusal(state, run_id, reference.attempt).await),
+        Err(queue::PipelineSuccessError::Disallowed {
+            disallowed,
+            allowed,
+        }) => {
+            let error = AttemptError {
+                message: format!(
+                    "selectedNext names {disallowed:?}, which the task's allowedNext {allowed:?} does not list"
+                ),
+                code: Some("INVALID_NEXT".to_owned()),
+                retryable: false,
+                reason: Some(FailureReason::InvalidOutput),
+                details: Some(
+                    serde_json::json!({ "disallowed": disallowed, "allowedNext": allowed }),
+                ),
+            };
+            match queue::fail_attempt(
+                &state.pool,
+                &state.metrics,
+                reference,
+                &error,
+                callback.logs_path.as_deref(),
+                now,
+            )
+            .await?
+            {
+                Some(next) => Ok(next),
+                None => Err(refusal(state, run_id, reference.attempt).await),
+            }
+        }
+        Err(queue::PipelineSuccessError::Storage(error)) => Err(error.into()),
+    }
 }

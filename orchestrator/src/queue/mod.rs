@@ -1,6 +1,6 @@
 //! The queue's rules, over the storage layer: how a failed attempt is
-//! decided and recorded, and the wake-ups that tell schedulers there is
-//! work.
+//! decided and recorded, how the end of a pipeline's task run moves its
+//! pipeline run on, and the wake-ups that tell schedulers there is work.
 
 pub mod notify;
 pub mod retry;
@@ -39,6 +39,11 @@ pub async fn fail_attempt(
     now: DateTime<Utc>,
 ) -> crate::Result<Option<RunState>> {
     let mut tx = pool.begin().await?;
+    // A pipeline run's lock comes before its task runs' (one lock order).
+    let pipeline_run = storage::pipelines::of_task_run(&mut tx, attempt.run_id).await?;
+    if let Some(id) = pipeline_run {
+        storage::pipelines::lock_run(&mut tx, id).await?;
+    }
     let Some(running) = storage::runs::lock_running(&mut tx, attempt.run_id).await? else {
         return Ok(None);
     };
@@ -81,6 +86,9 @@ pub async fn fail_attempt(
         now,
     )
     .await?;
+    if recorded && let Some(id) = pipeline_run {
+        after_pipeline_task(&mut tx, id, next, now).await?;
+    }
     tx.commit().await?;
     if recorded {
         let reason = error
@@ -98,4 +106,146 @@ pub async fn fail_attempt(
         );
     }
     Ok(recorded.then_some(next))
+}
+
+/// Moves a locked pipeline run on after one of its task runs changed state
+/// to `now_state`: a death in fail-fast mode fails the pipeline run and
+/// cancels the rest of it; anything else may make tasks ready or end it.
+async fn after_pipeline_task(
+    conn: &mut sqlx::PgConnection,
+    pipeline_run: Uuid,
+    now_state: RunState,
+    now: DateTime<Utc>,
+) -> crate::Result<()> {
+    let Some(locked) = storage::pipelines::lock_run(conn, pipeline_run).await? else {
+        return Ok(());
+    };
+    if locked.state != storage::pipelines::PipelineRunState::Running {
+        return Ok(());
+    }
+    if matches!(now_state, RunState::Dead | RunState::Cancelled)
+        && locked.failure_mode == storage::pipelines::FailureMode::FailFast
+    {
+        let rest = storage::pipelines::fail(conn, pipeline_run, now).await?;
+        if !rest.is_empty() {
+            storage::runs::cancel(
+                conn,
+                &rest,
+                "pipeline",
+                Some("fail-fast: another task of the pipeline run failed"),
+                now,
+            )
+            .await?;
+        }
+        tracing::info!(pipeline_run = %crate::PipelineRunId(pipeline_run), cancelled = rest.len(), "pipeline run failed (fail-fast)");
+        return Ok(());
+    }
+    let advanced = storage::pipelines::advance(conn, pipeline_run, now).await?;
+    if let Some(state) = advanced.ended {
+        tracing::info!(pipeline_run = %crate::PipelineRunId(pipeline_run), state = ?state, "pipeline run ended");
+    }
+    Ok(())
+}
+
+/// Why a pipeline task's success could not be recorded as reported.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineSuccessError {
+    /// `selectedNext` names tasks outside the task's `allowedNext`.
+    #[error(
+        "selectedNext names {disallowed:?}, which the task's allowedNext {allowed:?} does not list"
+    )]
+    Disallowed {
+        /// The names not allowed.
+        disallowed: Vec<String>,
+        /// What the task allows (from the run's snapshot).
+        allowed: Vec<String>,
+    },
+    /// The database failed.
+    #[error(transparent)]
+    Storage(#[from] crate::Error),
+}
+
+impl From<sqlx::Error> for PipelineSuccessError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Storage(error.into())
+    }
+}
+
+/// Records the success of a task run of pipeline run `pipeline_run` and,
+/// in the same transaction, what it selected and what that makes ready:
+/// `selected` (the callback's `selectedNext`) must be a subset of the
+/// task's allowedNext in the run's snapshot; absent selects all of them.
+/// Returns whether the attempt was still current.
+pub async fn succeed_in_pipeline(
+    pool: &PgPool,
+    success: &storage::runs::Success,
+    pipeline_run: Uuid,
+    selected: Option<&[String]>,
+    now: DateTime<Utc>,
+) -> Result<bool, PipelineSuccessError> {
+    let mut tx = pool.begin().await?;
+    let Some(locked) = storage::pipelines::lock_run(&mut tx, pipeline_run).await? else {
+        return Ok(false);
+    };
+    let task_id = storage::runs::task_of(&mut tx, success.run_id).await?;
+    let allowed: Vec<String> = task_id
+        .as_deref()
+        .and_then(|task| locked.structure["tasks"][task]["allowedNext"].as_array())
+        .map(|names| {
+            names
+                .iter()
+                .filter_map(|n| n.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let selected_next = match selected {
+        None => allowed.clone(),
+        Some(selected) => {
+            let disallowed: Vec<String> = selected
+                .iter()
+                .filter(|name| !allowed.contains(name))
+                .cloned()
+                .collect();
+            if !disallowed.is_empty() {
+                return Err(PipelineSuccessError::Disallowed {
+                    disallowed,
+                    allowed,
+                });
+            }
+            selected.to_vec()
+        }
+    };
+    let finished =
+        storage::runs::succeed_in_pipeline(&mut tx, success, &selected_next, now).await?;
+    if finished {
+        after_pipeline_task(&mut tx, pipeline_run, RunState::Succeeded, now).await?;
+    }
+    tx.commit().await?;
+    Ok(finished)
+}
+
+/// Cancels one run (see `storage::runs::cancel`); a task run of a pipeline
+/// moves its pipeline run on in the same transaction, as a death would.
+/// `None` if there is no such run.
+pub async fn cancel_run(
+    pool: &PgPool,
+    run_id: Uuid,
+    cancelled_by: &str,
+    reason: Option<&str>,
+    now: DateTime<Utc>,
+) -> crate::Result<Option<storage::runs::Cancelled>> {
+    let mut tx = pool.begin().await?;
+    let pipeline_run = storage::pipelines::of_task_run(&mut tx, run_id).await?;
+    if let Some(id) = pipeline_run {
+        storage::pipelines::lock_run(&mut tx, id).await?;
+    }
+    let outcome = storage::runs::cancel(&mut tx, &[run_id], cancelled_by, reason, now)
+        .await?
+        .into_iter()
+        .next();
+    if let (Some(id), Some(true)) = (pipeline_run, outcome.as_ref().map(|o| o.cancelled)) {
+        after_pipeline_task(&mut tx, id, RunState::Cancelled, now).await?;
+    }
+    tx.commit().await?;
+    Ok(outcome)
 }

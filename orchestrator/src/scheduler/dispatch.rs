@@ -5,22 +5,22 @@
 //! retryable (`dispatch_failed`); the run goes back to the queue by its
 //! retry policy, so nothing is lost.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use pipeweave_protocol::wire::AttemptError;
-use pipeweave_protocol::wire::Dispatch;
+use pipeweave_protocol::wire::{Dispatch, ResultRef};
 use pipeweave_protocol::{FailureReason, PreviousAttempt};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::Scheduler;
-use crate::RunId;
 use crate::queue::{self, AttemptRef};
 use crate::storage;
+use crate::{PipelineRunId, RunId};
 
 /// How long a target has to accept a dispatch.
 pub const DISPATCH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -123,7 +123,7 @@ async fn targets(scheduler: &Scheduler) -> crate::Result<(Arc<Vec<Target>>, usiz
     if let Some(cached) = cached {
         return Ok(cached);
     }
-    let targets = Arc::new(read_targets(scheduler).await?);
+    let targets = Arc::new(read_targets(&scheduler.state).await?);
     let mut cache = scheduler.targets.lock().unwrap_or_else(|e| e.into_inner());
     cache.read = Some(CachedTargets {
         at: Instant::now(),
@@ -133,9 +133,20 @@ async fn targets(scheduler: &Scheduler) -> crate::Result<(Arc<Vec<Target>>, usiz
     Ok((targets, cache.rounds))
 }
 
-async fn read_targets(scheduler: &Scheduler) -> crate::Result<Vec<Target>> {
-    let pool = &scheduler.state.pool;
-    let config = &scheduler.state.config;
+/// The tasks some live host or reachable worker runs now.
+pub(crate) async fn runnable_tasks(
+    state: &crate::api::AppState,
+) -> crate::Result<std::collections::HashSet<String>> {
+    Ok(read_targets(state)
+        .await?
+        .into_iter()
+        .flat_map(|target| target.task_ids)
+        .collect())
+}
+
+async fn read_targets(state: &crate::api::AppState) -> crate::Result<Vec<Target>> {
+    let pool = &state.pool;
+    let config = &state.config;
     let mut targets = Vec::new();
     for service in storage::services::http_targets(pool, Utc::now()).await? {
         let capacity = service
@@ -193,11 +204,13 @@ pub async fn dispatch_round(scheduler: &Scheduler) -> crate::Result<Round> {
         scheduler.state.metrics.claimed(claimed.len());
         round.full |= claimed.len() as i64 == CLAIM_BATCH;
         let previous = previous_attempts(pool, &claimed).await?;
+        let mut upstream = upstream_refs(pool, &claimed).await?;
         for run in claimed {
             let dispatch = dispatch_message(
                 scheduler,
                 &run,
                 previous.get(&run.id).cloned().unwrap_or_default(),
+                upstream.remove(&run.id).unwrap_or_default(),
             );
             let url = format!("{}/tasks/{}", target.url, run.task_id);
             let reference = AttemptRef {
@@ -282,6 +295,40 @@ async fn previous_attempts(
     Ok(by_run)
 }
 
+/// For each claimed task run of a pipeline, the results of the task runs
+/// that selected it (its direct upstream on this pipeline run), by task.
+async fn upstream_refs(
+    pool: &sqlx::PgPool,
+    claimed: &[storage::runs::Claimed],
+) -> crate::Result<HashMap<Uuid, BTreeMap<String, ResultRef>>> {
+    let mut pipeline_runs: Vec<Uuid> = claimed.iter().filter_map(|r| r.pipeline_run_id).collect();
+    let mut by_run = HashMap::new();
+    if pipeline_runs.is_empty() {
+        return Ok(by_run);
+    }
+    pipeline_runs.sort();
+    pipeline_runs.dedup();
+    let succeeded = storage::pipelines::succeeded(pool, &pipeline_runs).await?;
+    for run in claimed {
+        let Some(pipeline_run) = run.pipeline_run_id else {
+            continue;
+        };
+        let refs: BTreeMap<String, ResultRef> = succeeded
+            .iter()
+            .filter(|up| {
+                up.pipeline_run_id == pipeline_run && up.selected_next.contains(&run.task_id)
+            })
+            .filter_map(|up| {
+                serde_json::from_value(up.result.clone())
+                    .ok()
+                    .map(|result| (up.task_id.clone(), result))
+            })
+            .collect();
+        by_run.insert(run.id, refs);
+    }
+    Ok(by_run)
+}
+
 /// How long a storage token outlives its attempt's timeout: time to
 /// upload results after the last moment of the run.
 const TOKEN_GRACE_SECS: i64 = 300;
@@ -308,7 +355,13 @@ fn storage_token(
     };
     let grant = pipeweave_storage::Grant {
         backend: backend.clone(),
-        scope: pipeweave_storage::layout::standalone_scope(run_id, run.input_path.as_deref()),
+        scope: match run.pipeline_run_id {
+            None => pipeweave_storage::layout::standalone_scope(run_id, run.input_path.as_deref()),
+            Some(pipeline_run) => pipeweave_storage::layout::pipeline_task_scope(
+                &PipelineRunId(pipeline_run).to_string(),
+                run_id,
+            ),
+        },
         run_id: run_id.to_owned(),
         attempt: u32::try_from(run.attempt).unwrap_or(0),
         expires_at: chrono::Utc::now().timestamp()
@@ -327,6 +380,7 @@ fn dispatch_message(
     scheduler: &Scheduler,
     run: &storage::runs::Claimed,
     previous: Vec<PreviousAttempt>,
+    upstream_refs: BTreeMap<String, ResultRef>,
 ) -> Dispatch {
     let public_url = &scheduler.state.config.public_url;
     let run_id = RunId(run.id).to_string();
@@ -336,7 +390,7 @@ fn dispatch_message(
         heartbeat_url: format!("{public_url}/api/heartbeat"),
         run_id,
         task_id: run.task_id.clone(),
-        pipeline_run_id: None,
+        pipeline_run_id: run.pipeline_run_id.map(|id| PipelineRunId(id).to_string()),
         attempt: u32::try_from(run.attempt).unwrap_or(0),
         code_version: u32::try_from(run.code_version).unwrap_or(0),
         code_hash: run.code_hash.clone(),
@@ -345,7 +399,7 @@ fn dispatch_message(
         timeout_ms: u64::try_from(run.timeout_ms).unwrap_or(u64::MAX),
         initial_input: run.input.clone(),
         input_path: run.input_path.clone(),
-        upstream_refs: Default::default(),
+        upstream_refs,
         previous_attempts: previous,
     }
 }

@@ -12,6 +12,7 @@
 //! attempt's token, so no attempt is dispatched or finished twice.
 
 mod dispatch;
+pub(crate) use dispatch::runnable_tasks;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -12,6 +12,7 @@ pub mod history;
 pub mod hosts;
 pub mod maintenance;
 pub mod modules;
+pub mod pipelines;
 pub mod runs;
 pub mod services;
 pub mod tasks;

@@ -204,6 +204,8 @@ pub struct Claimed {
     pub input_path: Option<String>,
     /// The backend holding the run's data; the default when `None`.
     pub backend_id: Option<String>,
+    /// The pipeline run it belongs to, if any.
+    pub pipeline_run_id: Option<Uuid>,
     /// The code version the attempt runs: the task's now, or the one a
     /// dead-letter retry pinned.
     pub code_version: i32,
@@ -265,8 +267,9 @@ pub struct Success {
     pub logs_path: Option<String>,
 }
 
-/// Marks runs succeeded, for the attempts that are still current; returns
-/// the runs that changed. Many at once, in one statement.
+/// Marks runs outside pipelines succeeded, for the attempts that are still
+/// current; returns the runs that changed. Many at once, in one statement.
+/// A pipeline's task run is left alone: see [`succeed_in_pipeline`].
 pub async fn succeed(
     pool: &PgPool,
     successes: &[Success],
@@ -288,6 +291,50 @@ pub async fn succeed(
     )
     .fetch_all(pool)
     .await
+}
+
+/// Marks a pipeline's task run succeeded with what it selected to run next,
+/// if its attempt is still current; returns whether it was. The caller
+/// holds its pipeline run's lock and decides what runs next in the same
+/// transaction (`queue::succeed_in_pipeline`).
+pub async fn succeed_in_pipeline(
+    conn: &mut PgConnection,
+    success: &Success,
+    selected_next: &[String],
+    now: DateTime<Utc>,
+) -> sqlx::Result<bool> {
+    let finished = sqlx::query!(
+        r#"with finished as (
+               update runs set state = 'succeeded', finished_at = $5, result = $4, error = null,
+                   attempt_token = null, logs_path = $6, selected_next = $7
+               where id = $1 and attempt = $2 and attempt_token = $3
+                 and pipeline_run_id is not null
+               returning task_id
+           ),
+           released as (
+               update tasks set running_count = greatest(tasks.running_count - 1, 0)
+               from finished
+               where tasks.id = finished.task_id and tasks.concurrency > 0
+           )
+           select count(*) as "finished!" from finished"#,
+        success.run_id,
+        success.attempt,
+        success.attempt_token,
+        success.result,
+        now,
+        success.logs_path,
+        selected_next
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(finished.finished == 1)
+}
+
+/// The task of a run.
+pub async fn task_of(conn: &mut PgConnection, run_id: Uuid) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar!("select task_id from runs where id = $1", run_id)
+        .fetch_optional(conn)
+        .await
 }
 
 /// A running attempt, locked, with what deciding its failure needs.
@@ -369,9 +416,11 @@ pub async fn fail(
     Ok(recorded.rows_affected() == 1)
 }
 
-/// What [`cancel`] did.
+/// What [`cancel`] did to one run.
 #[derive(Debug, Clone)]
 pub struct Cancelled {
+    /// The run.
+    pub run_id: Uuid,
     /// The state the run was in.
     pub previous: RunState,
     /// Its current (or last) attempt.
@@ -384,24 +433,25 @@ pub struct Cancelled {
     pub target: Option<String>,
 }
 
-/// Cancels a run that has not ended, in one statement: a queued or
+/// Cancels runs that have not ended, in one statement: a queued or
 /// retry-waiting run simply ends; a running one ends too, its attempt is
 /// recorded as cancelled (its token is cleared, so its heartbeats and
 /// callback change nothing from now on), and its task's running count
-/// drops. `None` if there is no such run.
+/// drops. Returns one row per run found, in id order.
 pub async fn cancel(
-    pool: &PgPool,
-    run_id: Uuid,
+    conn: &mut PgConnection,
+    run_ids: &[Uuid],
     cancelled_by: &str,
     reason: Option<&str>,
     now: DateTime<Utc>,
-) -> sqlx::Result<Option<Cancelled>> {
+) -> sqlx::Result<Vec<Cancelled>> {
     sqlx::query_as!(
         Cancelled,
         r#"with current as (
                select id, task_id, state, attempt, attempt_token, target, code_version,
                       code_hash, started_at
-               from runs where id = $1
+               from runs where id = any($1)
+               order by id
                for update
            ),
            ended as (
@@ -421,21 +471,22 @@ pub async fn cancel(
                from current where state = 'running'
            ),
            released as (
-               update tasks set running_count = greatest(tasks.running_count - 1, 0)
-               from current
-               where tasks.id = current.task_id and current.state = 'running'
-                 and tasks.concurrency > 0
+               update tasks set running_count = greatest(tasks.running_count - per_task.running, 0)
+               from (select task_id, count(*)::integer as running from current
+                     where state = 'running' group by task_id) per_task
+               where tasks.id = per_task.task_id and tasks.concurrency > 0
            )
-           select state as "previous: RunState", attempt,
-                  exists (select from ended) as "cancelled!",
+           select id as run_id, state as "previous: RunState", attempt,
+                  exists (select from ended where ended.id = current.id) as "cancelled!",
                   attempt_token, target
-           from current"#,
-        run_id,
+           from current
+           order by id"#,
+        run_ids,
         cancelled_by,
         reason,
         now
     )
-    .fetch_optional(pool)
+    .fetch_all(conn)
     .await
 }
 

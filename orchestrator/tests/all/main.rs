@@ -9,6 +9,7 @@ mod dlq;
 mod e2e;
 mod idempotency;
 mod openapi;
+mod pipelines;
 mod storage;
 
 use std::time::Duration;
@@ -112,6 +113,18 @@ impl TestOrchestrator {
         let response = self
             .http
             .post(format!("{}{path}", self.url))
+            .json(body)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// PUTs JSON and returns the status and the JSON answer.
+    pub async fn put(&self, path: &str, body: &Value) -> Result<(u16, Value)> {
+        let response = self
+            .http
+            .put(format!("{}{path}", self.url))
             .json(body)
             .send()
             .await?;

@@ -45,6 +45,13 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("post", "/api/dlq/purge"),
     ("get", "/api/storage/backends"),
     ("get", "/api/storage/{path}"),
+    ("get", "/api/pipelines"),
+    ("put", "/api/pipelines/{id}"),
+    ("get", "/api/pipelines/{id}"),
+    ("post", "/api/pipelines/{id}/dry-run"),
+    ("post", "/api/pipelines/{id}/trigger"),
+    ("get", "/api/runs"),
+    ("get", "/api/runs/{id}"),
 ];
 
 /// The operations a document describes, as `(method, path)`.
