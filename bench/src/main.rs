@@ -10,6 +10,11 @@
 //! throughput of no-op runs next to pgbench running the same SQL, and idle
 //! enqueue-to-start latency through the whole orchestrator (see `queue`).
 //!
+//! `cargo run --release -p pipeweave-bench -- data` measures the data
+//! plane: a 1 GiB asset stored by a host through a real S3-protocol server,
+//! next to raw `object_store` copies of the same bytes, and the peak memory
+//! of the orchestrator and host processes meanwhile (see `data`).
+//!
 //! Each figure is the median of several rounds with min and max, because
 //! the machines this runs on are shared and noisy. Results are printed as
 //! a table and appended as JSON lines to `bench/results.jsonl` with the
@@ -19,9 +24,11 @@
 //!
 //! - `main`: arguments, the sandbox scenario, the results file.
 //! - `queue`: the queue scenario.
+//! - `data`: the data scenario.
 //! - `pgbench`: the pgbench script built from the orchestrator's SQL.
 //! - `stats`: medians, percentiles, the machine description.
 
+mod data;
 mod pgbench;
 mod queue;
 mod stats;
@@ -99,6 +106,14 @@ enum Scenario {
         #[arg(long = "db-setting", value_name = "NAME=VALUE")]
         db_settings: Vec<String>,
     },
+    /// A large asset stored by a host through s3s-fs, next to raw
+    /// object_store copies of the same bytes to the same bucket, with the
+    /// peak memory of the orchestrator and host processes.
+    Data {
+        /// The asset's size in bytes.
+        #[arg(long, default_value_t = 1 << 30)]
+        bytes: u64,
+    },
     /// Every scenario, with default settings.
     All,
 }
@@ -144,10 +159,12 @@ fn main() -> anyhow::Result<()> {
                 db_settings,
             },
         )?,
+        Scenario::Data { bytes } => data::data(rounds, bytes)?,
         Scenario::All => {
-            // The sandbox rows are kept even if the queue scenario fails.
+            // Each scenario's rows are kept even if a later one fails.
             append_results(&args.results, &sandbox(rounds, 20_000, 100_000, 16)?)?;
-            queue::queue(rounds, &queue_defaults())?
+            append_results(&args.results, &queue::queue(rounds, &queue_defaults())?)?;
+            data::data(rounds, 1 << 30)?
         }
     };
     append_results(&args.results, &rows)?;

@@ -18,8 +18,8 @@
 //!   `target/tools` on first use.
 //! - [`postgres`]: a PostgreSQL server for tests (`DATABASE_URL`, or a
 //!   private cluster) and a database per test.
-//! - [`process`]: server processes that are killed when dropped, and the
-//!   Python example worker.
+//! - [`process`]: server processes that are killed when dropped, their
+//!   memory use (from `/proc`), and the Python example worker.
 //! - [`s3`]: a real S3-protocol server (s3s-fs) with a bucket.
 
 pub mod postgres;

@@ -1,10 +1,11 @@
-//! Child processes for end-to-end tests: servers that print
-//! `listening on http://ADDR` on stdout once ready, killed when dropped.
+//! Child processes for end-to-end tests and benchmarks: servers that
+//! print `listening on http://ADDR` on stdout once ready, killed when
+//! dropped, and what they cost in memory ([`Memory`], from `/proc`).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 /// A running server process; killed (SIGKILL) and reaped on drop.
@@ -13,6 +14,8 @@ pub struct Server {
     child: Child,
     /// `http://127.0.0.1:PORT`, from its `listening on` line.
     pub url: String,
+    /// Its stderr lines so far, when started with [`Server::start_keeping_stderr`].
+    stderr: Option<Arc<Mutex<Vec<String>>>>,
 }
 
 impl Server {
@@ -27,14 +30,50 @@ impl Server {
     /// stdout that contains `marker` followed by its URL (other servers
     /// say it their own way). Its stderr goes to the test's stderr.
     #[track_caller]
-    pub fn start_until(mut command: Command, patience: Duration, marker: &'static str) -> Self {
+    pub fn start_until(command: Command, patience: Duration, marker: &'static str) -> Self {
+        Self::spawn(command, patience, marker, false)
+    }
+
+    /// Starts `command` like [`Server::start`], and also keeps the lines
+    /// of its stderr (still echoed to ours), for a test or benchmark that
+    /// reads the server's own log: see [`Server::stderr_lines`].
+    #[track_caller]
+    pub fn start_keeping_stderr(command: Command, patience: Duration) -> Self {
+        Self::spawn(command, patience, "listening on ", true)
+    }
+
+    #[track_caller]
+    fn spawn(
+        mut command: Command,
+        patience: Duration,
+        marker: &'static str,
+        keep_stderr: bool,
+    ) -> Self {
         let description = format!("{command:?}");
         let mut child = command
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(if keep_stderr {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             .stdin(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {description}: {e}"));
+        let stderr = child.stderr.take().map(|pipe| {
+            let lines = Arc::new(Mutex::new(Vec::new()));
+            let kept = Arc::clone(&lines);
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines() {
+                    let Ok(line) = line else { break };
+                    eprintln!("{line}");
+                    if let Ok(mut kept) = kept.lock() {
+                        kept.push(line);
+                    }
+                }
+            });
+            lines
+        });
         let stdout = child
             .stdout
             .take()
@@ -59,7 +98,7 @@ impl Server {
             }
         });
         match receiver.recv_timeout(patience) {
-            Ok(url) => Self { child, url },
+            Ok(url) => Self { child, url, stderr },
             Err(_) => {
                 let _ = child.kill();
                 let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
@@ -68,6 +107,25 @@ impl Server {
                 );
             }
         }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The lines it has written to stderr so far; empty unless it was
+    /// started with [`Server::start_keeping_stderr`].
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.stderr
+            .as_ref()
+            .and_then(|lines| lines.lock().ok().map(|lines| lines.clone()))
+            .unwrap_or_default()
+    }
+
+    /// Its resident memory now and at its peak.
+    pub fn memory(&self) -> std::io::Result<Memory> {
+        Memory::of(self.pid())
     }
 
     /// Kills the process with SIGKILL, as a crash would.
@@ -80,6 +138,57 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// The value of `name=value` in a log line in `tracing`'s default format
+/// (`… dehydrated run_id=trun_… bytes=1024 elapsed_ms=12`), for reading a
+/// server's own figures from its log.
+pub fn log_field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    line.split_whitespace()
+        .find_map(|word| word.strip_prefix(name)?.strip_prefix('='))
+}
+
+/// A process's resident memory, from `/proc/{pid}/status` (Linux only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Memory {
+    /// Resident now (`VmRSS`), in bytes.
+    pub rss: u64,
+    /// The most it has been resident (`VmHWM`), in bytes: since it started,
+    /// or since the last [`Memory::reset_peak`].
+    pub peak: u64,
+}
+
+impl Memory {
+    /// Reads the memory of process `pid`.
+    pub fn of(pid: u32) -> std::io::Result<Self> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|rest| rest.trim().strip_suffix("kB"))
+                .and_then(|kib| kib.trim().parse::<u64>().ok())
+                .map(|kib| kib * 1024)
+                .ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("no {name} in /proc/{pid}/status"),
+                    )
+                })
+        };
+        Ok(Self {
+            rss: field("VmRSS:")?,
+            peak: field("VmHWM:")?,
+        })
+    }
+
+    /// Sets process `pid`'s peak (`VmHWM`) back to what is resident now, so
+    /// the next reading shows the peak of what happens in between (writes
+    /// `5` to `/proc/{pid}/clear_refs`; Linux 4.0 or later, and only for a
+    /// process this user may trace, such as its own children).
+    pub fn reset_peak(pid: u32) -> std::io::Result<()> {
+        std::fs::write(format!("/proc/{pid}/clear_refs"), "5")
     }
 }
 

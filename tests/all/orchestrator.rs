@@ -1,7 +1,8 @@
 //! The orchestrator, hosts and workers as separate processes of the real
-//! `pipeweave` binary: a task through the queue on a host, a host killed
-//! mid-run, the orchestrator killed mid-dispatch, and two orchestrators
-//! sharing one database.
+//! `pipeweave` binary: a task through the queue on a host, its assets in
+//! storage (a 200 MiB one streamed to a real S3-protocol server, with the
+//! host's memory measured), a host killed mid-run, the orchestrator killed
+//! mid-dispatch, and two orchestrators sharing one database.
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -76,6 +77,14 @@ fn host_with_capacity(orchestrator_url: &str, id: &str, capacity: u32) -> Server
 
 /// `pipeweave host` with extra arguments.
 fn host_with_args(orchestrator_url: &str, id: &str, capacity: u32, extra: &[&str]) -> Server {
+    Server::start(
+        host_command(orchestrator_url, id, capacity, extra),
+        Duration::from_secs(30),
+    )
+}
+
+/// The command that starts `pipeweave host`.
+fn host_command(orchestrator_url: &str, id: &str, capacity: u32, extra: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_pipeweave"));
     command
         .args([
@@ -94,7 +103,7 @@ fn host_with_args(orchestrator_url: &str, id: &str, capacity: u32, extra: &[&str
             "PIPEWEAVE_CACHE_DIR",
             pipeweave_testkit::compile_cache_dir(),
         );
-    Server::start(command, Duration::from_secs(30))
+    command
 }
 
 fn register(orchestrator_url: &str, guest: &str) {
@@ -316,6 +325,110 @@ async fn a_run_stores_its_assets_and_large_output_in_storage_and_a_failed_run_st
     );
     assert!(first["timestampMs"].as_u64().is_some(), "{log}");
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_200_mib_asset_streams_to_an_s3_server_while_the_hosts_memory_stays_bounded() -> Result<()>
+{
+    const SCRATCH_BYTES: u64 = 200 << 20;
+    /// Growth of the host's peak RSS that fails the test: half the asset,
+    /// so holding it whole (or even half of it) in memory cannot pass.
+    const GROWTH_LIMIT: u64 = 100 << 20;
+    let s3 = tokio::task::spawn_blocking(pipeweave_testkit::s3::S3Server::start).await?;
+    let backends = json!([{
+        "id": "s3", "provider": "minio", "endpoint": s3.endpoint(), "bucket": s3.bucket,
+        "credentials": { "accessKey": s3.access_key, "secretKey": s3.secret_key }
+    }])
+    .to_string();
+    let database_url = database();
+    let orchestrator = orchestrator_with_env(
+        &database_url,
+        0,
+        &[
+            ("STORAGE_BACKENDS", &backends),
+            ("DEFAULT_STORAGE_BACKEND_ID", "s3"),
+        ],
+    );
+    register(&orchestrator.url, "assets");
+    let host = Server::start_keeping_stderr(
+        host_command(&orchestrator.url, "host-large", 1, &[]),
+        Duration::from_secs(30),
+    );
+
+    // A small run first, so the module is fetched and loaded before the
+    // measurement.
+    let warm_up = enqueue(&orchestrator.url, "assets", json!({})).await?;
+    let run = wait_final(&orchestrator.url, &warm_up, Duration::from_secs(60)).await?;
+    assert_eq!(run["status"], "succeeded", "{run}");
+
+    pipeweave_testkit::process::Memory::reset_peak(host.pid())?;
+    let before = host.memory()?;
+    let run_id = enqueue(
+        &orchestrator.url,
+        "assets",
+        json!({ "scratchBytes": SCRATCH_BYTES }),
+    )
+    .await?;
+    let run = wait_final(&orchestrator.url, &run_id, Duration::from_secs(280)).await?;
+    let after = host.memory()?;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let path = format!("runs/{run_id}/assets/scratch.bin");
+    let asset = &run["assets"]["scratch.bin"];
+    assert_eq!(asset["path"], path.as_str(), "{run}");
+    assert_eq!(asset["size"].as_u64(), Some(SCRATCH_BYTES), "{run}");
+    assert_eq!(
+        std::fs::metadata(s3.file(&path))?.len(),
+        SCRATCH_BYTES,
+        "the object is in the S3 server's bucket"
+    );
+
+    // Read it back through the orchestrator as a stream and check every
+    // byte against the pattern the task wrote (byte i is i % 251).
+    let mut response = client()
+        .get(format!("{}/api/storage/{path}?raw=true", orchestrator.url))
+        .send()
+        .await?;
+    assert_eq!(response.status().as_u16(), 200);
+    let mut offset = 0_u64;
+    while let Some(chunk) = response.chunk().await? {
+        let wrong = chunk
+            .iter()
+            .zip(offset..)
+            .find(|(byte, at)| u64::from(**byte) != at % 251);
+        assert!(wrong.is_none(), "byte {wrong:?} differs from the pattern");
+        offset += chunk.len() as u64;
+    }
+    assert_eq!(offset, SCRATCH_BYTES, "bytes read back");
+
+    let dehydrated = host
+        .stderr_lines()
+        .into_iter()
+        .find(|line| {
+            line.contains("dehydrated")
+                && pipeweave_testkit::process::log_field(line, "run_id") == Some(run_id.as_str())
+        })
+        .with_context(|| format!("no `dehydrated` line for {run_id} in the host's log"))?;
+    let growth = after.peak.saturating_sub(before.rss);
+    eprintln!(
+        "host memory: {:.1} MiB resident before the {} MiB run, peak {:.1} MiB during it \
+         (+{:.1} MiB); upload {} ms",
+        mib(before.rss),
+        SCRATCH_BYTES >> 20,
+        mib(after.peak),
+        mib(growth),
+        pipeweave_testkit::process::log_field(&dehydrated, "elapsed_ms").unwrap_or("?"),
+    );
+    assert!(
+        growth < GROWTH_LIMIT,
+        "the host's peak resident memory grew by {:.1} MiB while storing a {} MiB asset",
+        mib(growth),
+        SCRATCH_BYTES >> 20
+    );
+    Ok(())
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / f64::from(1 << 20)
 }
 
 /// Waits until a run is running.

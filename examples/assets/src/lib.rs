@@ -6,11 +6,20 @@
 //! `{"readUpstreamAsset": "key"}` it also reads that asset, which the host
 //! provides from an upstream task, and returns its text.
 //!
+//! The scratch file is 4096 bytes unless `{"scratchBytes": n}` asks for
+//! another size; the byte at offset `i` is `i % 251`, so a reader can check
+//! any part of it. It is written and read back 1 MiB at a time, so even a
+//! file of gigabytes keeps the guest's memory small: the end-to-end tests
+//! and the benchmark's `data` scenario use it as a large asset. The task's
+//! timeout (300 s) leaves room for writing, checking and uploading 1 GiB on
+//! a slow machine.
+//!
 //! Build and run it from the workspace root:
 //!
 //! ```text
 //! cargo build --release --target wasm32-wasip2 -p pipeweave-example-assets
 //! cargo run -- run target/wasm32-wasip2/release/assets.wasm --input '{}'
+//! cargo run -- run target/wasm32-wasip2/release/assets.wasm --input '{"scratchBytes": 104857600}'
 //! ```
 
 use pipeweave_sdk::{AssetKind, Context, Descriptor, Task, TaskError, TaskResult, export_task};
@@ -25,6 +34,66 @@ pub struct Input {
     /// read as text.
     #[serde(default)]
     pub read_upstream_asset: Option<String>,
+    /// The size of `scratch.bin` in bytes; 4096 when absent.
+    #[serde(default)]
+    pub scratch_bytes: Option<u64>,
+}
+
+/// The size of `scratch.bin` when the input does not name one.
+pub const DEFAULT_SCRATCH_BYTES: u64 = 4096;
+
+/// The most the task holds of `scratch.bin` in memory at once.
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// Fills `chunk` with the scratch pattern from file offset `offset`: the
+/// byte at offset `i` is `i % 251`.
+fn scratch_pattern(offset: u64, chunk: &mut [u8]) {
+    let period: [u8; 251] = std::array::from_fn(|i| i as u8);
+    let mut start = (offset % 251) as usize;
+    let mut rest = chunk;
+    while !rest.is_empty() {
+        let n = rest.len().min(period.len() - start);
+        let (head, tail) = rest.split_at_mut(n);
+        head.copy_from_slice(&period[start..start + n]);
+        rest = tail;
+        start = 0;
+    }
+}
+
+/// Writes `size` bytes of the scratch pattern to `path`, a chunk at a time.
+fn write_scratch(path: &str, size: u64) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut file = std::fs::File::create(path)?;
+    let mut chunk = vec![0_u8; CHUNK_BYTES];
+    let mut offset = 0;
+    while offset < size {
+        let n = usize::try_from(size - offset).map_or(CHUNK_BYTES, |left| left.min(CHUNK_BYTES));
+        scratch_pattern(offset, &mut chunk[..n]);
+        file.write_all(&chunk[..n])?;
+        offset += n as u64;
+    }
+    Ok(())
+}
+
+/// Whether the file at `path` holds exactly `size` bytes of the scratch
+/// pattern, read a chunk at a time.
+fn scratch_matches(path: &std::path::Path, size: u64) -> std::io::Result<bool> {
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(path)?;
+    let mut read = vec![0_u8; CHUNK_BYTES];
+    let mut expected = vec![0_u8; CHUNK_BYTES];
+    let mut offset = 0_u64;
+    loop {
+        let n = file.read(&mut read)?;
+        if n == 0 {
+            return Ok(offset == size);
+        }
+        scratch_pattern(offset, &mut expected[..n]);
+        if read[..n] != expected[..n] {
+            return Ok(false);
+        }
+        offset += n as u64;
+    }
 }
 
 /// One asset the task stored.
@@ -79,7 +148,9 @@ impl Task for Assets {
     fn describe() -> Descriptor {
         Descriptor::new("assets")
             .description("Writes, reads back and checks assets")
-            .timeout_secs(30)
+            // Room for writing, checking and uploading a 1 GiB scratch file
+            // (`scratchBytes`) on a slow, shared machine.
+            .timeout_secs(300)
     }
 
     fn run(ctx: &Context<Option<Input>>) -> Result<TaskResult<Output>, TaskError> {
@@ -106,10 +177,17 @@ impl Task for Assets {
             bytes,
         });
 
-        let scratch: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
-        std::fs::write("/scratch.bin", &scratch)?;
+        let size = ctx
+            .input()
+            .as_ref()
+            .and_then(|i| i.scratch_bytes)
+            .unwrap_or(DEFAULT_SCRATCH_BYTES);
+        write_scratch("/scratch.bin", size)?;
         let bytes = ctx.add_asset_from_path("scratch.bin", AssetKind::Binary, "/scratch.bin")?;
-        check("scratch.bin", ctx.get_asset("scratch.bin")? == scratch)?;
+        check(
+            "scratch.bin",
+            bytes == size && scratch_matches(&ctx.get_asset_path("scratch.bin")?, size)?,
+        )?;
         assets.push(AssetInfo {
             key: "scratch.bin".into(),
             kind: "binary".into(),
