@@ -12,6 +12,10 @@
 --     for a retry (a join waits for every branch still under way), and
 --   * in `continue` mode, none of its predecessors died or was cancelled
 --     (a merge with a failed input is skipped).
+-- A task of a WebAssembly service runs the code of the snapshot (its run
+-- is pinned to the snapshot's hash and version, as a pinned dead-letter
+-- retry is); a plain HTTP worker runs whatever it has, and the run shows
+-- when that changed (GET /api/runs/{id}).
 -- The pipeline run ends when none of its task runs is active and nothing
 -- was enqueued: succeeded if none died or was cancelled, otherwise
 -- `partial` in partial-merge mode and `failed` in the others.
@@ -21,14 +25,18 @@ with pipeline_run as (
     where id = $1 and state = 'running'
 ),
 mine as (
-    select task_id, state, selected_next from runs where pipeline_run_id = $1
+    -- Its task runs, less the dead or cancelled ones that a dead-letter
+    -- retry replaced.
+    select task_id, state, selected_next from runs
+    where pipeline_run_id = $1
+      and not exists (select from runs retry where retry.retry_of = runs.id)
 ),
 node as (
     select node.task_id, node.spec
     from pipeline_run, jsonb_each(pipeline_run.structure -> 'tasks') as node (task_id, spec)
 ),
 ready as (
-    select node.task_id
+    select node.task_id, node.spec
     from node
     where exists (
               select from mine
@@ -48,12 +56,15 @@ ready as (
 ),
 enqueued as (
     insert into runs (id, task_id, pipeline_run_id, priority, scheduled_at, input, input_path,
-                      backend_id, created_at)
+                      backend_id, created_at, pinned_code_version, pinned_code_hash)
     select pipeweave_uuid_v7(), ready.task_id, pipeline_run.id, tasks.priority, $2,
-           pipeline_run.input, pipeline_run.input_path, pipeline_run.backend_id, $2
+           pipeline_run.input, pipeline_run.input_path, pipeline_run.backend_id, $2,
+           case when services.runtime = 'wasm' then (ready.spec ->> 'codeVersion')::integer end,
+           case when services.runtime = 'wasm' then ready.spec ->> 'codeHash' end
     from ready
     cross join pipeline_run
     join tasks on tasks.id = ready.task_id
+    join services on services.id = tasks.service_id
     order by ready.task_id
     on conflict (pipeline_run_id, task_id)
         where pipeline_run_id is not null and retry_of is null

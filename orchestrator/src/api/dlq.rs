@@ -1,14 +1,18 @@
 //! The dead-letter queue API, on the dead runs themselves:
 //!
-//! - `GET /api/dlq` lists dead runs not retried yet (`taskId`, `since`,
-//!   `until` on the time of death; `limit`, `offset`);
+//! - `GET /api/dlq` lists dead runs not retried yet (`taskId`,
+//!   `pipelineId`, `since`, `until` on the time of death; `limit`,
+//!   `offset`);
 //! - `GET /api/dlq/{id}` shows one with its input and every attempt (error
 //!   and code hash), and the run that retried it, if any;
 //! - `POST /api/dlq/{id}/retry` enqueues a new run of it on the task's
 //!   current code, as the spec says, or with `{"pinCodeHash": true}` on the
 //!   code of the failed attempt (WebAssembly tasks: a host fetches that
 //!   module by its hash);
-//! - `POST /api/dlq/retry-all` retries every one, of a task or of all;
+//! - `POST /api/dlq/retry-all` retries every one, of a task, of a
+//!   pipeline or of all;
+//! - a retried task run of a pipeline resumes its pipeline run (see
+//!   `storage::dlq::retry`);
 //! - `POST /api/dlq/purge` deletes those that died before
 //!   `{"olderThan": "7d"}`; the scheduler purges past `DLQ_RETENTION_DAYS`
 //!   on its own.
@@ -31,9 +35,9 @@ use super::error::{ApiError, BadRequest, Conflict, NotFound};
 use super::json::{ApiJson, OptionalApiJson};
 use super::queue::{Page, page, query_error};
 use super::runs_view::{AttemptView, RunInput};
-use crate::RunId;
 use crate::storage::runs::RunRow;
 use crate::storage::{self, RunState, Runtime};
+use crate::{PipelineRunId, RunId};
 
 /// Most dead runs retried per statement by `retry-all`.
 const RETRY_BATCH: i64 = 1000;
@@ -79,8 +83,8 @@ struct DlqEntry {
     task_run_id: RunId,
     /// Its task.
     task_id: String,
-    /// Its pipeline run; pipelines are not built yet, so always null.
-    pipeline_run_id: Option<String>,
+    /// Its pipeline run, if it ran in one; retrying it resumes that run.
+    pipeline_run_id: Option<PipelineRunId>,
     /// The code version of its last attempt.
     code_version: Option<i32>,
     /// The code hash of its last attempt.
@@ -111,7 +115,7 @@ impl DlqEntry {
             id: entry_id(run.id),
             task_run_id: RunId(run.id),
             task_id: run.task_id.clone(),
-            pipeline_run_id: None,
+            pipeline_run_id: run.pipeline_run_id.map(PipelineRunId),
             code_version: run.code_version,
             code_hash: run.code_hash.clone(),
             error: part("message"),
@@ -147,6 +151,8 @@ struct DlqEntryDetail {
 struct ListQuery {
     /// Only dead runs of this task.
     task_id: Option<String>,
+    /// Only dead task runs of this pipeline's runs.
+    pipeline_id: Option<String>,
     /// Died at or after (RFC 3339).
     since: Option<DateTime<Utc>>,
     /// Died before (RFC 3339).
@@ -180,6 +186,7 @@ async fn list(
         task_id: query.task_id,
         since: query.since,
         until: query.until,
+        pipeline_id: query.pipeline_id,
     };
     let (rows, total) = storage::dlq::list(&state.pool, &filter, limit, offset).await?;
     Ok(Json(Page {
@@ -327,6 +334,9 @@ async fn retry(
 struct RetryAllRequest {
     /// Only dead runs of this task.
     task_id: Option<String>,
+    /// Only dead task runs of this pipeline's runs; each resumes its
+    /// pipeline run.
+    pipeline_id: Option<String>,
 }
 
 /// What `retry-all` did.
@@ -337,6 +347,9 @@ struct RetriedAll {
     retried: usize,
     /// The task asked for, if any.
     task_id: Option<String>,
+    /// The pipeline asked for, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pipeline_id: Option<String>,
 }
 
 /// `POST /api/dlq/retry-all`: enqueues every dead run not retried yet, of
@@ -354,8 +367,13 @@ async fn retry_all(
 ) -> Result<Json<RetriedAll>, ApiError> {
     let mut retried = 0usize;
     loop {
-        let dead =
-            storage::dlq::unretried(&state.pool, request.task_id.as_deref(), RETRY_BATCH).await?;
+        let dead = storage::dlq::unretried(
+            &state.pool,
+            request.task_id.as_deref(),
+            request.pipeline_id.as_deref(),
+            RETRY_BATCH,
+        )
+        .await?;
         if dead.is_empty() {
             break;
         }
@@ -377,6 +395,7 @@ async fn retry_all(
     Ok(Json(RetriedAll {
         retried,
         task_id: request.task_id,
+        pipeline_id: request.pipeline_id,
     }))
 }
 

@@ -8,10 +8,10 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::RunId;
 use crate::storage::RunState;
 use crate::storage::attempts::AttemptRow;
 use crate::storage::runs::RunRow;
+use crate::{PipelineRunId, RunId};
 
 /// A run as lists show it. Fields without a value are left out.
 #[derive(Debug, Serialize, ToSchema)]
@@ -21,6 +21,9 @@ pub(super) struct RunSummary {
     run_id: RunId,
     /// Its task.
     task_id: String,
+    /// The pipeline run it belongs to, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pipeline_run_id: Option<PipelineRunId>,
     /// Its state.
     status: RunState,
     /// Its priority; lower runs first.
@@ -75,6 +78,7 @@ impl RunSummary {
         Self {
             run_id: RunId(run.id),
             task_id: run.task_id.clone(),
+            pipeline_run_id: run.pipeline_run_id.map(PipelineRunId),
             status: run.state,
             priority: run.priority,
             attempt: run.attempt,

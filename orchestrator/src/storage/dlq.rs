@@ -18,6 +18,8 @@ pub struct DlqFilter {
     pub since: Option<DateTime<Utc>>,
     /// Only runs that died before this.
     pub until: Option<DateTime<Utc>>,
+    /// Only task runs of this pipeline's runs.
+    pub pipeline_id: Option<String>,
 }
 
 /// Dead runs not retried yet, the most recent death first, and how many
@@ -31,7 +33,7 @@ pub async fn list(
     let rows = sqlx::query_as!(
         RunRow,
         r#"select id, task_id, state as "state: RunState", priority, scheduled_at, input, input_path,
-                  backend_id, logs_path, metadata,
+                  backend_id, logs_path, pipeline_run_id, metadata,
                   created_at, attempt, target, code_version, code_hash, started_at, heartbeat_at,
                   progress, progress_message, finished_at, result, error, cancelled_by,
                   cancel_reason
@@ -41,13 +43,16 @@ pub async fn list(
              and ($2::timestamptz is null or finished_at >= $2)
              and ($3::timestamptz is null or finished_at < $3)
              and not exists (select from runs retry where retry.retry_of = runs.id)
+             and ($6::text is null or pipeline_run_id in (
+                     select id from pipeline_runs where pipeline_id = $6))
            order by finished_at desc, id desc
            limit $4 offset $5"#,
         filter.task_id.as_deref(),
         filter.since,
         filter.until,
         limit,
-        offset
+        offset,
+        filter.pipeline_id.as_deref()
     )
     .fetch_all(pool)
     .await?;
@@ -57,10 +62,13 @@ pub async fn list(
              and ($1::text is null or task_id = $1)
              and ($2::timestamptz is null or finished_at >= $2)
              and ($3::timestamptz is null or finished_at < $3)
-             and not exists (select from runs retry where retry.retry_of = runs.id)"#,
+             and not exists (select from runs retry where retry.retry_of = runs.id)
+             and ($4::text is null or pipeline_run_id in (
+                     select id from pipeline_runs where pipeline_id = $4))"#,
         filter.task_id.as_deref(),
         filter.since,
         filter.until,
+        filter.pipeline_id.as_deref()
     )
     .fetch_one(pool)
     .await?;
@@ -92,6 +100,12 @@ pub struct Retry {
 /// that are gone, not dead or already retried are skipped (the unique
 /// `retry_of` decides between concurrent retries). Returns what was
 /// enqueued.
+///
+/// A dead task run of a pipeline resumes its pipeline run: the retry joins
+/// it, the pipeline run is running again if it had ended, and in fail-fast
+/// mode the task runs that the death cancelled are enqueued again too (as
+/// retries of the cancelled ones); completions then go on from there. The
+/// pipeline runs are locked first, as every completion does.
 pub async fn retry(
     pool: &PgPool,
     retries: &[(Uuid, Uuid)],
@@ -100,15 +114,26 @@ pub async fn retry(
 ) -> sqlx::Result<Vec<Retry>> {
     let dead_ids: Vec<Uuid> = retries.iter().map(|r| r.0).collect();
     let new_ids: Vec<Uuid> = retries.iter().map(|r| r.1).collect();
-    sqlx::query_as!(
+    let mut tx = pool.begin().await?;
+    // Locked for the whole transaction; the rows themselves are not needed.
+    let pipeline_runs = sqlx::query_scalar!(
+        r#"select id from pipeline_runs
+           where id in (select pipeline_run_id from runs where id = any($1) and state = 'dead')
+           order by id
+           for update"#,
+        &dead_ids
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let retried = sqlx::query_as!(
         Retry,
         r#"insert into runs (id, task_id, priority, scheduled_at, input, input_path, backend_id,
                              metadata, created_at, retry_of, pinned_code_version,
-                             pinned_code_hash)
+                             pinned_code_hash, pipeline_run_id)
            select wanted.new_id, dead.task_id, dead.priority, $3, dead.input, dead.input_path,
                   dead.backend_id, dead.metadata, $3,
                   dead.id, case when $4 then dead.code_version end,
-                  case when $4 then dead.code_hash end
+                  case when $4 then dead.code_hash end, dead.pipeline_run_id
            from unnest($1::uuid[], $2::uuid[]) as wanted (dead_id, new_id)
            join runs dead on dead.id = wanted.dead_id and dead.state = 'dead'
            order by wanted.new_id
@@ -119,8 +144,37 @@ pub async fn retry(
         now,
         pin
     )
-    .fetch_all(pool)
-    .await
+    .fetch_all(&mut *tx)
+    .await?;
+    if !retried.is_empty() && !pipeline_runs.is_empty() {
+        sqlx::query!(
+            r#"with resumed as (
+                   update pipeline_runs set state = 'running', finished_at = null
+                   where id in (select pipeline_run_id from runs where id = any($1))
+                     and state in ('failed', 'partial')
+                   returning id, failure_mode
+               )
+               insert into runs (id, task_id, priority, scheduled_at, input, input_path,
+                                 backend_id, metadata, created_at, retry_of,
+                                 pinned_code_version, pinned_code_hash, pipeline_run_id)
+               select pipeweave_uuid_v7(), cancelled.task_id, cancelled.priority, $2,
+                      cancelled.input, cancelled.input_path, cancelled.backend_id,
+                      cancelled.metadata, $2, cancelled.id, cancelled.pinned_code_version,
+                      cancelled.pinned_code_hash, cancelled.pipeline_run_id
+               from runs cancelled
+               join resumed on resumed.id = cancelled.pipeline_run_id
+               where resumed.failure_mode = 'fail-fast'
+                 and cancelled.state = 'cancelled' and cancelled.cancelled_by = 'pipeline'
+                 and not exists (select from runs retry where retry.retry_of = cancelled.id)
+               on conflict do nothing"#,
+            &retried.iter().map(|r| r.run_id).collect::<Vec<_>>(),
+            now
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(retried)
 }
 
 /// Up to `limit` dead runs not retried yet, oldest death first, of one
@@ -128,16 +182,20 @@ pub async fn retry(
 pub async fn unretried(
     pool: &PgPool,
     task_id: Option<&str>,
+    pipeline_id: Option<&str>,
     limit: i64,
 ) -> sqlx::Result<Vec<Uuid>> {
     sqlx::query_scalar!(
         r#"select id from runs
            where state = 'dead' and ($1::text is null or task_id = $1)
              and not exists (select from runs retry where retry.retry_of = runs.id)
+             and ($3::text is null or pipeline_run_id in (
+                     select id from pipeline_runs where pipeline_id = $3))
            order by finished_at, id
            limit $2"#,
         task_id,
-        limit
+        limit,
+        pipeline_id
     )
     .fetch_all(pool)
     .await

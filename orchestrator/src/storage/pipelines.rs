@@ -211,7 +211,8 @@ pub struct NewPipelineRun {
 }
 
 /// Creates a pipeline run and enqueues a run of each entry task, with the
-/// ids given, in one transaction.
+/// ids given, in one transaction. Tasks of WebAssembly services are pinned
+/// to the snapshot's code, as `queries/advance.sql` does for the rest.
 pub async fn trigger(
     pool: &PgPool,
     run: &NewPipelineRun,
@@ -240,17 +241,24 @@ pub async fn trigger(
     let tasks: Vec<String> = entry.iter().map(|(_, task)| task.clone()).collect();
     sqlx::query!(
         r#"insert into runs (id, task_id, pipeline_run_id, priority, scheduled_at, input,
-                             input_path, backend_id, created_at)
-           select entry.id, entry.task_id, $3, tasks.priority, $4, $5, $6, $7, $4
+                             input_path, backend_id, created_at, pinned_code_version,
+                             pinned_code_hash)
+           select entry.id, entry.task_id, $3, tasks.priority, $4, $5, $6, $7, $4,
+                  case when services.runtime = 'wasm'
+                       then ($8::jsonb -> 'tasks' -> entry.task_id ->> 'codeVersion')::integer end,
+                  case when services.runtime = 'wasm'
+                       then $8::jsonb -> 'tasks' -> entry.task_id ->> 'codeHash' end
            from unnest($1::uuid[], $2::text[]) as entry (id, task_id)
-           join tasks on tasks.id = entry.task_id"#,
+           join tasks on tasks.id = entry.task_id
+           join services on services.id = tasks.service_id"#,
         &ids,
         &tasks,
         run.id,
         now,
         run.input,
         run.input_path,
-        run.backend_id
+        run.backend_id,
+        run.structure
     )
     .execute(&mut *tx)
     .await?;
@@ -433,7 +441,8 @@ pub async fn task_runs(pool: &PgPool, id: Uuid) -> sqlx::Result<Vec<RunRow>> {
     sqlx::query_as!(
         RunRow,
         r#"select id, task_id, state as "state: RunState", priority, scheduled_at, input, input_path,
-                  backend_id, logs_path, metadata, created_at, attempt, target, code_version,
+                  backend_id, logs_path, pipeline_run_id, metadata, created_at, attempt, target,
+                  code_version,
                   code_hash, started_at, heartbeat_at, progress, progress_message, finished_at,
                   result, error, cancelled_by, cancel_reason
            from runs where pipeline_run_id = $1 order by id"#,

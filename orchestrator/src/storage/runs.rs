@@ -604,6 +604,8 @@ pub struct RunRow {
     pub backend_id: Option<String>,
     /// The log of the successful attempt, when its worker stored one.
     pub logs_path: Option<String>,
+    /// The pipeline run it belongs to, if any.
+    pub pipeline_run_id: Option<Uuid>,
     /// The caller's data.
     pub metadata: Option<Value>,
     /// When it was enqueued.
@@ -641,7 +643,7 @@ pub async fn get(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<RunRow>> {
     sqlx::query_as!(
         RunRow,
         r#"select id, task_id, state as "state: RunState", priority, scheduled_at, input, input_path,
-                  backend_id, logs_path, metadata, created_at, attempt, target, code_version, code_hash, started_at, heartbeat_at,
+                  backend_id, logs_path, pipeline_run_id, metadata, created_at, attempt, target, code_version, code_hash, started_at, heartbeat_at,
                   progress, progress_message, finished_at, result, error, cancelled_by,
                   cancel_reason
            from runs where id = $1"#,
@@ -679,7 +681,7 @@ pub async fn list(
     let rows = sqlx::query_as!(
         RunRow,
         r#"select id, task_id, state as "state: RunState", priority, scheduled_at, input, input_path,
-                  backend_id, logs_path, metadata, created_at, attempt, target, code_version, code_hash, started_at, heartbeat_at,
+                  backend_id, logs_path, pipeline_run_id, metadata, created_at, attempt, target, code_version, code_hash, started_at, heartbeat_at,
                   progress, progress_message, finished_at, result, error, cancelled_by,
                   cancel_reason
            from runs

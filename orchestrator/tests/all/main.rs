@@ -49,6 +49,8 @@ pub struct TestOrchestrator {
     pub url: String,
     /// Its database.
     pub pool: PgPool,
+    /// Its database's URL.
+    pub database_url: String,
     /// Its API state (for calling scheduler rounds directly).
     pub state: pipeweave_orchestrator::api::AppState,
     http: reqwest::Client,
@@ -66,14 +68,31 @@ impl TestOrchestrator {
 
     /// Starts one whose configuration `configure` adjusts first.
     pub async fn start_with(mode: Mode, configure: impl FnOnce(&mut Config)) -> Result<Self> {
+        Self::start_on(database(), mode, configure).await
+    }
+
+    /// Starts another replica on this one's database, sharing its storage
+    /// directory's backend.
+    pub async fn replica(&self, mode: Mode) -> Result<Self> {
+        let storage = self.state.config.storage.clone();
+        Self::start_on(self.database_url.clone(), mode, move |config| {
+            config.storage = storage;
+        })
+        .await
+    }
+
+    async fn start_on(
+        database_url: String,
+        mode: Mode,
+        configure: impl FnOnce(&mut Config),
+    ) -> Result<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let database_url = database();
         let pool = pipeweave_orchestrator::connect(&database_url).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
         let storage_dir = tempfile::tempdir()?;
         let mut config = Config {
-            database_url,
+            database_url: database_url.clone(),
             listen: address,
             public_url: format!("http://{address}"),
             secret_key: [7; 32],
@@ -100,6 +119,7 @@ impl TestOrchestrator {
         ));
         Ok(Self {
             url: format!("http://{address}"),
+            database_url,
             pool,
             state,
             http: reqwest::Client::new(),

@@ -518,3 +518,196 @@ async fn a_code_change_mid_run_is_flagged_on_the_run() -> Result<()> {
     assert_eq!(b_run["snapshotCodeHash"], "b-v1");
     Ok(())
 }
+
+impl Harness {
+    /// Retries a dead task run from the dead-letter queue.
+    async fn retry_from_dlq(&self, run_id: &str) -> Result<Value> {
+        let (status, entry) = self.orchestrator.get(&format!("/api/dlq/{run_id}")).await?;
+        if status != 200 {
+            bail!("GET /api/dlq/{run_id} answered {status}: {entry}");
+        }
+        let id = entry["id"].as_str().unwrap_or_default();
+        let (status, retried) = self
+            .orchestrator
+            .post(&format!("/api/dlq/{id}/retry"), &json!({}))
+            .await?;
+        if status != 201 {
+            bail!("retry answered {status}: {retried}");
+        }
+        Ok(retried)
+    }
+}
+
+#[tokio::test]
+async fn retrying_a_dead_task_from_the_dlq_resumes_its_pipeline_run() -> Result<()> {
+    // continue: the merge was skipped; the retry makes it run.
+    let (mut harness, run) = fan_with_b_dead("continue").await?;
+    assert!(harness.round().await?.is_empty());
+    assert_eq!(harness.pipeline_run(&run).await?["status"], "failed");
+    let dead_b = harness.pipeline_run(&run).await?["taskRuns"]
+        .as_array()
+        .and_then(|runs| runs.iter().find(|r| r["taskId"] == "b"))
+        .and_then(|b| b["runId"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let (_, entry) = harness
+        .orchestrator
+        .get(&format!("/api/dlq/{dead_b}"))
+        .await?;
+    assert_eq!(entry["pipelineRunId"], run.as_str(), "{entry}");
+    harness.retry_from_dlq(&dead_b).await?;
+    assert_eq!(harness.pipeline_run(&run).await?["status"], "running");
+    let b = harness.round().await?;
+    assert_eq!(tasks_of(&b), ["b"]);
+    assert_eq!(b[0]["pipelineRunId"], run.as_str());
+    harness.succeed(&b[0], json!({ "b": true }), None).await?;
+    let d = harness.round().await?;
+    assert_eq!(tasks_of(&d), ["d"]);
+    assert_eq!(upstream_of(&d[0]), ["b", "c"]);
+    harness.succeed(&d[0], json!({}), None).await?;
+    let detail = harness.pipeline_run(&run).await?;
+    assert_eq!(detail["status"], "succeeded", "{detail}");
+
+    // fail-fast: the retry also brings back what the death cancelled.
+    let mut harness = Harness::start(FAN, &["a"], "fail-fast").await?;
+    let run = harness.trigger(json!({})).await?;
+    let a = harness.round().await?;
+    harness.succeed(&a[0], json!({}), None).await?;
+    let split = harness.round().await?;
+    harness.fail(&split[0]).await?;
+    assert_eq!(harness.pipeline_run(&run).await?["status"], "failed");
+    harness
+        .retry_from_dlq(split[0]["runId"].as_str().unwrap_or_default())
+        .await?;
+    let again = harness.round().await?;
+    assert_eq!(tasks_of(&again), ["b", "c"], "b retried, c enqueued again");
+    for dispatch in &again {
+        harness.succeed(dispatch, json!({}), None).await?;
+    }
+    let d = harness.round().await?;
+    assert_eq!(tasks_of(&d), ["d"]);
+    harness.succeed(&d[0], json!({}), None).await?;
+    assert_eq!(harness.pipeline_run(&run).await?["status"], "succeeded");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_run_the_same_pipelines_and_every_join_fires_exactly_once() -> Result<()> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    const BRANCHES: usize = 8;
+    const RUNS: usize = 16;
+    let first = TestOrchestrator::start(Mode::Standalone).await?;
+    let second = first.replica(Mode::Standalone).await?;
+
+    // A worker that completes every dispatch after a moment, through
+    // whichever replica sent it, and counts dispatches per task run.
+    let seen: Arc<Mutex<HashMap<(String, String), usize>>> = Arc::default();
+    let joins: Arc<Mutex<Vec<usize>>> = Arc::default();
+    let app = {
+        let (seen, joins) = (seen.clone(), joins.clone());
+        axum::Router::new().route(
+            "/tasks/{task_id}",
+            axum::routing::post(move |axum::Json(dispatch): axum::Json<Value>| {
+                let (seen, joins) = (seen.clone(), joins.clone());
+                async move {
+                    let key = (
+                        dispatch["pipelineRunId"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned(),
+                        dispatch["taskId"].as_str().unwrap_or_default().to_owned(),
+                    );
+                    if key.1 == "join"
+                        && let Ok(mut joins) = joins.lock()
+                    {
+                        joins.push(dispatch["upstreamRefs"].as_object().map_or(0, |r| r.len()));
+                    }
+                    if let Ok(mut seen) = seen.lock() {
+                        *seen.entry(key).or_default() += 1;
+                    }
+                    tokio::spawn(async move {
+                        let wait = dispatch["runId"]
+                            .as_str()
+                            .map_or(0, |id| u64::from(id.bytes().last().unwrap_or(0) % 20));
+                        tokio::time::sleep(Duration::from_millis(wait)).await;
+                        let _ = reqwest::Client::new()
+                            .post(dispatch["callbackUrl"].as_str().unwrap_or_default())
+                            .json(
+                                &json!({ "status": "success", "attempt": dispatch["attempt"],
+                                           "attemptToken": dispatch["attemptToken"],
+                                           "output": { "task": dispatch["taskId"] } }),
+                            )
+                            .send()
+                            .await;
+                    });
+                    axum::http::StatusCode::ACCEPTED
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let worker = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let branches: Vec<String> = (0..BRANCHES).map(|i| format!("branch-{i}")).collect();
+    let mut tasks = vec![json!({ "id": "split", "codeHash": "1", "allowedNext": branches })];
+    for branch in &branches {
+        tasks.push(json!({ "id": branch, "codeHash": "1", "allowedNext": ["join"] }));
+    }
+    tasks.push(json!({ "id": "join", "codeHash": "1", "allowedNext": ["end"] }));
+    tasks.push(json!({ "id": "end", "codeHash": "1" }));
+    let (status, answer) = first
+        .post(
+            "/api/register",
+            &json!({ "serviceId": "w", "baseUrl": worker, "capacity": 64, "tasks": tasks }),
+        )
+        .await?;
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = first
+        .put("/api/pipelines/fan", &json!({ "entryTasks": ["split"] }))
+        .await?;
+    assert_eq!(status, 200, "{answer}");
+
+    for i in 0..RUNS {
+        let replica = if i % 2 == 0 { &first } else { &second };
+        let (status, answer) = replica
+            .post(
+                "/api/pipelines/fan/trigger",
+                &json!({ "input": { "i": i } }),
+            )
+            .await?;
+        assert_eq!(status, 201, "{answer}");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, running) = first.get("/api/runs?status=running&limit=1").await?;
+        if running["total"] == 0 {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("pipeline runs still running: {running}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, done) = first.get("/api/runs?status=succeeded&limit=100").await?;
+    assert_eq!(done["total"], RUNS, "{done}");
+
+    let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    assert_eq!(
+        seen.len(),
+        RUNS * (BRANCHES + 3),
+        "every task of every run dispatched"
+    );
+    assert!(
+        seen.values().all(|count| *count == 1),
+        "each task run dispatched once: {seen:?}"
+    );
+    let joins = joins.lock().map(|j| j.clone()).unwrap_or_default();
+    assert_eq!(
+        joins,
+        vec![BRANCHES; RUNS],
+        "each join once, with every branch's output"
+    );
+    Ok(())
+}
