@@ -120,6 +120,23 @@ def report(dispatch):
     return ByReference(path, len(data))
 
 
+def extract_tables(dispatch):
+    """The PDF pipeline's `extract-tables` (examples/pdf-pipeline): reads the
+    document `download` stored, through the storage token, and counts its
+    table rows."""
+    asset = ((dispatch.get("upstreamRefs") or {}).get("download") or {}).get("assets", {}).get("pdf-file")
+    if not asset:
+        raise TaskError("no pdf-file asset from download", code="MISSING_UPSTREAM", retryable=False)
+    document = storage.get(open_grant(dispatch), asset["path"]).decode()
+    return {"rows": sum(1 for line in document.splitlines() if line.startswith("|"))}
+
+def notify(dispatch):
+    """The PDF pipeline's `notify`: 'sends' the summary (logs it)."""
+    summary = ((dispatch.get("upstreamRefs") or {}).get("summarize") or {}).get("output") or {}
+    log("notify:", summary.get("summary"))
+    return {"notified": summary.get("summary")}
+
+
 # Options of every task unless it says otherwise (timeout in seconds).
 DEFAULTS = {"timeout": 300, "retries": 3, "retryDelayMs": 100, "retryBackoff": "fixed",
             "heartbeatIntervalMs": 1000, "concurrency": 0}
@@ -136,6 +153,8 @@ def task_table(limit_concurrency, sleep_heartbeat_ms=300):
         "limited": (limited, {"concurrency": limit_concurrency}),
         "noop": (noop, {}),
         "report": (report, {"retries": 0}),
+        "extract-tables": (extract_tables, {"allowedNext": ["summarize"]}),
+        "notify": (notify, {}),
     }
 
 

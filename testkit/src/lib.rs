@@ -33,6 +33,10 @@ use std::sync::OnceLock;
 /// The example guests, by the name of their `.wasm`.
 pub const GUESTS: &[&str] = &["hello", "fetch", "assets", "misbehave", "noop"];
 
+/// Example crates whose tasks are example targets, one component each
+/// (`release/examples/{task}.wasm`, hyphens as underscores).
+pub const GUEST_EXAMPLES: &[&str] = &["pdf-pipeline"];
+
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -61,9 +65,18 @@ pub fn guest(name: &str) -> PathBuf {
         Ok(dir) => dir,
         Err(output) => panic!("building the example guests failed:\n{output}"),
     };
-    let path = dir.join(format!("{name}.wasm"));
-    assert!(path.is_file(), "no guest {name}.wasm in {}", dir.display());
-    path
+    let file = format!("{}.wasm", name.replace('-', "_"));
+    let path = dir.join(&file);
+    if path.is_file() {
+        return path;
+    }
+    let example = dir.join("examples").join(&file);
+    assert!(
+        example.is_file(),
+        "no guest {file} in {} or its examples",
+        dir.display()
+    );
+    example
 }
 
 fn build_guests() -> Result<PathBuf, String> {
@@ -83,9 +96,10 @@ fn build_guests() -> Result<PathBuf, String> {
             "--target-dir",
         ])
         .arg(guest_target_dir());
-    for name in GUESTS {
+    for name in GUESTS.iter().chain(GUEST_EXAMPLES) {
         command.args(["-p", &format!("pipeweave-example-{name}")]);
     }
+    command.args(["--lib", "--examples"]);
     // Flags meant for the test build itself must not leak into the guests.
     for var in [
         "CARGO_ENCODED_RUSTFLAGS",

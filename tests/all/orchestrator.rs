@@ -876,3 +876,145 @@ fn dev_stops_everything_on_ctrl_c() {
         String::from_utf8_lossy(&postgres_left)
     );
 }
+
+/// Waits until a pipeline run ends and returns it.
+async fn wait_pipeline(url: &str, run_id: &str, patience: Duration) -> Result<Value> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        let run: Value = client()
+            .get(format!("{url}/api/runs/{run_id}"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if run["status"] != "running" {
+            return Ok(run);
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "pipeline run {run_id} did not end within {patience:?}: {run}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_spec_pdf_pipeline_runs_on_a_host_and_the_python_worker_with_real_storage() -> Result<()>
+{
+    let tools = tokio::task::spawn_blocking(pipeweave_testkit::python_tools).await?;
+    let database_url = database();
+    let orchestrator = orchestrator(&database_url, 0);
+    let url = orchestrator.url.clone();
+    for task in ["download", "extract-text", "summarize", "archive"] {
+        register(&url, task);
+    }
+    let _host = host(&url, "host-pdf");
+    // extract-tables and notify, served by the plain HTTP worker.
+    let _worker = pipeweave_testkit::process::python_worker_on(
+        &tools.join("python"),
+        &url,
+        &["--secret-key", SECRET],
+    );
+    let http = client();
+    let answer: Value = http
+        .put(format!("{url}/api/pipelines/pdf-processor"))
+        .json(&json!({ "entryTasks": ["download"], "tasks": [
+            "download", "extract-text", "extract-tables", "summarize", "notify", "archive"] }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(answer["valid"], true, "{answer}");
+    let dry: Value = http
+        .post(format!("{url}/api/pipelines/pdf-processor/dry-run"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert!(
+        dry["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("3. summarize (join, waits for: extract-tables, extract-text)"),
+        "{dry}"
+    );
+
+    let trigger = |input: Value| {
+        let http = http.clone();
+        let url = url.clone();
+        async move {
+            let answer: Value = http
+                .post(format!("{url}/api/pipelines/pdf-processor/trigger"))
+                .json(&json!({ "input": input }))
+                .send()
+                .await?
+                .json()
+                .await?;
+            answer["pipelineRunId"]
+                .as_str()
+                .map(str::to_owned)
+                .context(format!("no pipelineRunId: {answer}"))
+        }
+    };
+    let run_id = trigger(json!({ "pdfUrl": "https://example.com/doc.pdf", "pages": 4 })).await?;
+    let run = wait_pipeline(&url, &run_id, Duration::from_secs(120)).await?;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let task_run = |name: &str| {
+        run["taskRuns"]
+            .as_array()
+            .and_then(|runs| runs.iter().find(|r| r["taskId"] == name))
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(run["taskRuns"].as_array().map(Vec::len), Some(6), "{run}");
+    // 4 pages of 13 words and 2 table rows each: the WebAssembly join got
+    // the text from extract-text (which read download's asset on the host)
+    // and the rows from the Python worker (which read it through its token).
+    assert_eq!(
+        task_run("summarize")["output"]["summary"],
+        "https://example.com/doc.pdf: 4 pages, 52 words, 8 table rows"
+    );
+    assert_eq!(task_run("extract-tables")["target"], "python-worker");
+    assert_eq!(task_run("download")["target"], "host-pdf");
+    assert_eq!(
+        task_run("notify")["output"]["notified"],
+        task_run("summarize")["output"]["summary"]
+    );
+    // archive stored its asset under the pipeline run, in its own folder.
+    let archive = task_run("archive");
+    let path = archive["assets"]["archive.json"]["path"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(
+        path,
+        format!(
+            "runs/{run_id}/assets/{}/archive.json",
+            archive["runId"].as_str().unwrap_or_default()
+        )
+    );
+    let stored: Value = http
+        .get(format!("{url}/api/storage/{path}"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(
+        stored["content"]["summary"],
+        task_run("summarize")["output"]["summary"]
+    );
+
+    // summarize selects only archive when the input says so.
+    let quiet = trigger(json!({ "pdfUrl": "https://example.com/q.pdf", "notify": false })).await?;
+    let run = wait_pipeline(&url, &quiet, Duration::from_secs(120)).await?;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let ran: Vec<&str> = run["taskRuns"]
+        .as_array()
+        .map(|runs| runs.iter().filter_map(|r| r["taskId"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        !ran.contains(&"notify") && ran.contains(&"archive"),
+        "{ran:?}"
+    );
+    Ok(())
+}
