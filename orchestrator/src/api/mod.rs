@@ -14,6 +14,7 @@ mod pipelines;
 mod queue;
 mod register;
 mod runs_view;
+mod schedules;
 mod services;
 pub use services::HOST_PING_INTERVAL_MS;
 mod tick;
@@ -101,6 +102,7 @@ fn routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
         .merge(services::router())
         .merge(queue::router())
         .merge(pipelines::router())
+        .merge(schedules::router())
         .merge(workers::router())
         .merge(tick::router())
         .merge(objects::router())

@@ -32,10 +32,10 @@ use super::queue::{Page, page, query_error};
 use super::runs_view::RunSummary;
 use crate::pipeline::{self, Problem, Step, Structure, Validated};
 use crate::storage::pipelines::{
-    FailureMode, NewPipeline, NewPipelineRun, PipelineRow, PipelineRunRow, PipelineRunState,
+    FailureMode, NewPipeline, PipelineRow, PipelineRunRow, PipelineRunState,
 };
 use crate::storage::runs::RunRow;
-use crate::{PipelineRunId, RunId, storage};
+use crate::{PipelineRunId, RunId, queue, storage};
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -457,79 +457,80 @@ async fn trigger(
     Path(id): Path<String>,
     OptionalApiJson(request): OptionalApiJson<TriggerRequest>,
 ) -> Result<(StatusCode, Json<Triggered>), ApiError> {
-    let row = find(&state, &id).await?;
-    let outcome = check(&state, &row.entry_tasks, row.tasks.as_deref()).await?;
-    let Some(structure) = outcome.structure.as_ref() else {
-        return Err(ApiError::Conflict(format!(
-            "pipeline {id:?} cannot run with the tasks registered now: {}",
-            outcome.problems_text()
-        )));
-    };
-    let structure_json =
-        serde_json::to_value(structure).map_err(|source| crate::Error::Corrupt {
-            what: "pipeline structure",
-            source,
-        })?;
     let run_id = PipelineRunId::new();
-    let now = Utc::now();
     let serialized = serde_json::to_vec(&request.input)
         .map_err(|error| ApiError::invalid("input", error.to_string()))?;
     let (backend, store) = state.stores.default_store();
-    let stored_input = (serialized.len() > INLINE_LIMIT_BYTES)
-        .then(|| pipeweave_storage::layout::pipeline_input(&run_id.to_string()));
-    if let Some(path) = &stored_input {
+    let input = if serialized.len() > INLINE_LIMIT_BYTES {
+        let path = pipeweave_storage::layout::pipeline_input(&run_id.to_string());
         store
             .put(&path.as_str().into(), PutPayload::from(serialized))
             .await
             .map_err(|error| ApiError::Storage(error.into()))?;
-    }
-    let entry: Vec<(uuid::Uuid, String)> = row
-        .entry_tasks
-        .iter()
-        .map(|task| (RunId::new().0, task.clone()))
-        .collect();
-    let failure_mode = request.failure_mode.unwrap_or(row.failure_mode);
-    let created = storage::pipelines::trigger(
-        &state.pool,
-        &NewPipelineRun {
-            id: run_id.0,
-            pipeline_id: row.id.clone(),
-            pipeline_version: row.version,
-            failure_mode,
-            input: stored_input.is_none().then_some(request.input),
-            input_path: stored_input.clone(),
-            backend_id: stored_input.as_ref().map(|_| backend.id.clone()),
-            structure: structure_json,
-            metadata: request.metadata,
-        },
-        &entry,
-        now,
-    )
-    .await;
-    if let Err(error) = created {
-        if let Some(path) = &stored_input {
-            let _ = store.delete(&path.as_str().into()).await;
+        queue::PipelineInput::Stored {
+            path,
+            backend_id: backend.id.clone(),
         }
-        return Err(error.into());
+    } else {
+        queue::PipelineInput::Inline(request.input)
+    };
+    let stored_path = match &input {
+        queue::PipelineInput::Stored { path, .. } => Some(path.clone()),
+        queue::PipelineInput::Inline(_) => None,
+    };
+    let started = async {
+        let mut tx = state.pool.begin().await?;
+        let started = queue::trigger_pipeline(
+            &mut tx,
+            &id,
+            run_id,
+            input,
+            request.failure_mode,
+            request.metadata,
+            Utc::now(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok::<_, queue::TriggerError>(started)
     }
+    .await;
+    let started = match started {
+        Ok(started) => started,
+        Err(error) => {
+            if let Some(path) = &stored_path {
+                let _ = store.delete(&path.as_str().into()).await;
+            }
+            return Err(match error {
+                queue::TriggerError::NoPipeline(id) => ApiError::NotFound {
+                    what: "pipeline",
+                    id,
+                },
+                invalid @ queue::TriggerError::Invalid { .. } => {
+                    ApiError::Conflict(invalid.to_string())
+                }
+                queue::TriggerError::Storage(error) => error.into(),
+            });
+        }
+    };
     state.wake_scheduler.notify_one();
-    tracing::info!(pipeline = %row.id, pipeline_run = %run_id, "pipeline triggered");
+    tracing::info!(pipeline = %id, pipeline_run = %run_id, "pipeline triggered");
     Ok((
         StatusCode::CREATED,
         Json(Triggered {
             pipeline_run_id: run_id,
-            pipeline_id: row.id,
-            pipeline_version: row.version,
+            pipeline_id: started.pipeline.id,
+            pipeline_version: started.pipeline.version,
             status: PipelineRunState::Running,
-            failure_mode,
-            entry_runs: entry
+            failure_mode: started.failure_mode,
+            entry_runs: started
+                .entry
                 .into_iter()
                 .map(|(id, task_id)| EntryRun {
                     run_id: RunId(id),
                     task_id,
                 })
                 .collect(),
-            input_path: stored_input,
+            input_path: stored_path,
         }),
     ))
 }

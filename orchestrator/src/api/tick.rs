@@ -38,6 +38,8 @@ struct TickReport {
     overdue_failed: usize,
     /// Dead runs purged past the retention.
     dlq_purged: i64,
+    /// Cron schedules fired.
+    schedules_fired: usize,
     /// Whether maintenance mode is on (then nothing is claimed).
     maintenance: bool,
     /// How long the tick took.
@@ -56,6 +58,7 @@ async fn tick(State(state): State<AppState>) -> Result<Json<TickReport>, ApiErro
     let scheduler = Scheduler::new(state);
     let failed_overdue = scheduler::watch_round(&scheduler, chrono::Utc::now()).await?;
     let dlq_purged = scheduler::purge_round(&scheduler, chrono::Utc::now()).await?;
+    let schedules_fired = scheduler::schedule_round(&scheduler, chrono::Utc::now()).await?;
     let maintenance = storage::maintenance::current(&scheduler.state.pool).await?;
     if let Some(maintenance) = &maintenance {
         // Overdue attempts are still failed above; nothing new is claimed.
@@ -86,6 +89,7 @@ async fn tick(State(state): State<AppState>) -> Result<Json<TickReport>, ApiErro
         dispatch_failed: report.failed,
         overdue_failed: failed_overdue,
         dlq_purged,
+        schedules_fired,
         maintenance: maintenance.is_some(),
         duration_ms,
     }))

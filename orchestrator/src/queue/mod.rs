@@ -249,3 +249,119 @@ pub async fn cancel_run(
     tx.commit().await?;
     Ok(outcome)
 }
+
+/// Why a pipeline run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TriggerError {
+    /// No pipeline has that id.
+    #[error("pipeline {0:?} does not exist")]
+    NoPipeline(String),
+    /// The pipeline does not validate against the tasks registered now.
+    #[error("pipeline {id:?} cannot run with the tasks registered now: {problems}")]
+    Invalid {
+        /// The pipeline.
+        id: String,
+        /// What is wrong, by name.
+        problems: String,
+    },
+    /// The database failed.
+    #[error(transparent)]
+    Storage(#[from] crate::Error),
+}
+
+impl From<sqlx::Error> for TriggerError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Storage(error.into())
+    }
+}
+
+/// A pipeline run's input: inline, or stored at `path` on `backend_id`.
+#[derive(Debug, Clone)]
+pub enum PipelineInput {
+    /// Small enough to keep in the row.
+    Inline(serde_json::Value),
+    /// Stored in object storage.
+    Stored {
+        /// Its path.
+        path: String,
+        /// The backend holding it.
+        backend_id: String,
+    },
+}
+
+/// A pipeline run that started.
+#[derive(Debug, Clone)]
+pub struct Started {
+    /// The pipeline as it was triggered.
+    pub pipeline: storage::pipelines::PipelineRow,
+    /// The run's failure mode.
+    pub failure_mode: storage::pipelines::FailureMode,
+    /// The entry task runs, `(run id, task)`.
+    pub entry: Vec<(Uuid, String)>,
+}
+
+/// Starts run `run_id` of pipeline `id` in the caller's transaction:
+/// validates the pipeline against the tasks registered now, snapshots its
+/// structure and code hashes, and enqueues its entry tasks with `input`.
+/// The trigger API and cron schedules both start runs here.
+pub async fn trigger_pipeline(
+    conn: &mut sqlx::PgConnection,
+    id: &str,
+    run_id: crate::PipelineRunId,
+    input: PipelineInput,
+    failure_mode: Option<storage::pipelines::FailureMode>,
+    metadata: Option<serde_json::Value>,
+    now: DateTime<Utc>,
+) -> Result<Started, TriggerError> {
+    let pipeline = storage::pipelines::get(&mut *conn, id)
+        .await?
+        .ok_or_else(|| TriggerError::NoPipeline(id.to_owned()))?;
+    let tasks = storage::pipelines::task_infos(&mut *conn).await?;
+    let validated =
+        crate::pipeline::validate(&pipeline.entry_tasks, pipeline.tasks.as_deref(), &tasks)
+            .map_err(|problems| TriggerError::Invalid {
+                id: id.to_owned(),
+                problems: problems
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            })?;
+    let structure =
+        serde_json::to_value(&validated.structure).map_err(|source| crate::Error::Corrupt {
+            what: "pipeline structure",
+            source,
+        })?;
+    let entry: Vec<(Uuid, String)> = pipeline
+        .entry_tasks
+        .iter()
+        .map(|task| (crate::RunId::new().0, task.clone()))
+        .collect();
+    let failure_mode = failure_mode.unwrap_or(pipeline.failure_mode);
+    let (inline, input_path, backend_id) = match input {
+        PipelineInput::Inline(value) => (Some(value), None, None),
+        PipelineInput::Stored { path, backend_id } => (None, Some(path), Some(backend_id)),
+    };
+    storage::pipelines::trigger(
+        conn,
+        &storage::pipelines::NewPipelineRun {
+            id: run_id.0,
+            pipeline_id: pipeline.id.clone(),
+            pipeline_version: pipeline.version,
+            failure_mode,
+            input: inline,
+            input_path,
+            backend_id,
+            structure,
+            metadata,
+        },
+        &entry,
+        now,
+    )
+    .await?;
+    Ok(Started {
+        pipeline,
+        failure_mode,
+        entry,
+    })
+}

@@ -5,14 +5,17 @@
 //!   (live PipeWeave hosts for WebAssembly tasks, plain HTTP worker
 //!   services for theirs) and sends each attempt over HTTP;
 //! - [`watch_round`] fails running attempts whose heartbeat went silent
-//!   for twice its interval, or that overran their timeout.
+//!   for twice its interval, or that overran their timeout;
+//! - [`schedule_round`] fires the cron schedules that are due.
 //!
 //! Several orchestrators may run these against one database: claims skip
 //! each other's locked rows, and every transition is guarded by the
 //! attempt's token, so no attempt is dispatched or finished twice.
 
 mod dispatch;
+mod schedules;
 pub(crate) use dispatch::runnable_tasks;
+pub use schedules::{MISSED_AFTER, next_tick, parse_cron, schedule_round};
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -112,8 +115,9 @@ impl Scheduler {
         }
     }
 
-    /// Watches heartbeats and deadlines until shutdown, and purges the
-    /// dead-letter queue past its retention every [`PURGE_EVERY`].
+    /// Watches heartbeats and deadlines and fires due cron schedules until
+    /// shutdown, and purges the dead-letter queue past its retention every
+    /// [`PURGE_EVERY`].
     pub async fn run_watch(self: Arc<Self>, shutdown: Shutdown) {
         let every = self
             .state
@@ -134,6 +138,9 @@ impl Scheduler {
                 Err(error) => {
                     tracing::warn!(error = %crate::error_chain(&error), "heartbeat watch failed")
                 }
+            }
+            if let Err(error) = schedule_round(&self, Utc::now()).await {
+                tracing::warn!(error = %crate::error_chain(&error), "schedule round failed");
             }
             tokio::select! {
                 () = shutdown.wait() => break,

@@ -14,6 +14,7 @@ pub mod maintenance;
 pub mod modules;
 pub mod pipelines;
 pub mod runs;
+pub mod schedules;
 pub mod services;
 pub mod tasks;
 

@@ -135,7 +135,10 @@ pub async fn upsert(
 }
 
 /// One pipeline.
-pub async fn get(pool: &PgPool, id: &str) -> sqlx::Result<Option<PipelineRow>> {
+pub async fn get<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    id: &str,
+) -> sqlx::Result<Option<PipelineRow>> {
     sqlx::query_as!(
         PipelineRow,
         r#"select id, description, entry_tasks, tasks,
@@ -143,7 +146,7 @@ pub async fn get(pool: &PgPool, id: &str) -> sqlx::Result<Option<PipelineRow>> {
            from pipelines where id = $1"#,
         id
     )
-    .fetch_optional(pool)
+    .fetch_optional(executor)
     .await
 }
 
@@ -161,14 +164,16 @@ pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<PipelineRow>> {
 
 /// What validation needs of every registered task; `has_target` is left
 /// false for the caller to fill in.
-pub async fn task_infos(pool: &PgPool) -> sqlx::Result<BTreeMap<String, TaskInfo>> {
+pub async fn task_infos<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+) -> sqlx::Result<BTreeMap<String, TaskInfo>> {
     let rows = sqlx::query!(
         r#"select id, coalesce(array(select jsonb_array_elements_text(
                       coalesce(descriptor -> 'allowedNext', '[]'))), '{}') as "allowed_next!",
                   concurrency, code_hash, code_version
            from tasks where removed_in_version is null"#
     )
-    .fetch_all(pool)
+    .fetch_all(executor)
     .await?;
     Ok(rows
         .into_iter()
@@ -211,15 +216,15 @@ pub struct NewPipelineRun {
 }
 
 /// Creates a pipeline run and enqueues a run of each entry task, with the
-/// ids given, in one transaction. Tasks of WebAssembly services are pinned
-/// to the snapshot's code, as `queries/advance.sql` does for the rest.
+/// ids given; the caller's transaction makes it all or nothing. Tasks of
+/// WebAssembly services are pinned to the snapshot's code, as
+/// `queries/advance.sql` does for the rest.
 pub async fn trigger(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     run: &NewPipelineRun,
     entry: &[(Uuid, String)],
     now: DateTime<Utc>,
 ) -> sqlx::Result<()> {
-    let mut tx = pool.begin().await?;
     sqlx::query!(
         r#"insert into pipeline_runs (id, pipeline_id, pipeline_version, failure_mode, input,
                                       input_path, backend_id, structure, metadata, created_at)
@@ -235,7 +240,7 @@ pub async fn trigger(
         run.metadata,
         now
     )
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await?;
     let ids: Vec<Uuid> = entry.iter().map(|(id, _)| *id).collect();
     let tasks: Vec<String> = entry.iter().map(|(_, task)| task.clone()).collect();
@@ -260,9 +265,9 @@ pub async fn trigger(
         run.backend_id,
         run.structure
     )
-    .execute(&mut *tx)
+    .execute(conn)
     .await?;
-    tx.commit().await
+    Ok(())
 }
 
 /// The pipeline run a task run belongs to, if any. It never changes, so

@@ -64,8 +64,8 @@ pub enum Enqueued {
 /// or cancelled. Otherwise the holder is returned as a duplicate. The key's
 /// primary key decides between concurrent duplicates, so they make one run;
 /// the loser waits for the winner's commit and gets its run.
-pub async fn enqueue(
-    pool: &PgPool,
+pub async fn enqueue<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
     runs: &[NewRun],
     now: DateTime<Utc>,
     default_key_ttl_secs: i64,
@@ -172,7 +172,7 @@ pub async fn enqueue(
         &input_paths as &[Option<String>],
         &backend_ids as &[Option<String>]
     )
-    .fetch_all(pool)
+    .fetch_all(executor)
     .await?;
     Ok(rows
         .into_iter()

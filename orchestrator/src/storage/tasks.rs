@@ -144,8 +144,9 @@ pub async fn list_for_service(pool: &PgPool, service_id: &str) -> sqlx::Result<V
 /// Which of `ids` name no task.
 pub async fn unknown(pool: &PgPool, ids: &[String]) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar!(
-        r#"select id as "id!" from unnest($1::text[]) id
-           where not exists (select 1 from tasks t where t.id = id and t.removed_in_version is null)"#,
+        r#"select given.id as "id!" from unnest($1::text[]) as given (id)
+           where not exists (select 1 from tasks t
+                             where t.id = given.id and t.removed_in_version is null)"#,
         ids
     )
     .fetch_all(pool)

@@ -179,6 +179,10 @@ async fn bad_input_gets_a_4xx_naming_the_field_and_writes_nothing() -> Result<()
         .post("/api/queue/task", &json!({ "taskId": "nope" }))
         .await?;
     assert_eq!(status, 404, "unknown task: {answer}");
+    assert_eq!(
+        answer["error"], "task \"nope\" does not exist",
+        "names the task"
+    );
 
     let (status, answer) = orchestrator
         .post(

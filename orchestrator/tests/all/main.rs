@@ -10,6 +10,7 @@ mod e2e;
 mod idempotency;
 mod openapi;
 mod pipelines;
+mod schedules;
 mod storage;
 
 use std::time::Duration;

@@ -52,6 +52,10 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("post", "/api/pipelines/{id}/trigger"),
     ("get", "/api/runs"),
     ("get", "/api/runs/{id}"),
+    ("post", "/api/schedules"),
+    ("get", "/api/schedules"),
+    ("get", "/api/schedules/{id}"),
+    ("delete", "/api/schedules/{id}"),
 ];
 
 /// The operations a document describes, as `(method, path)`.
