@@ -146,26 +146,40 @@ async fn enqueue(url: &str, task_id: &str, input: Value) -> Result<String> {
         .with_context(|| format!("enqueue: {answer}"))
 }
 
-async fn wait_final(url: &str, run_id: &str, patience: Duration) -> Result<Value> {
+/// GETs `{url}{path}` until `ended` holds for the answer, and returns it.
+async fn poll(
+    url: &str,
+    path: &str,
+    patience: Duration,
+    ended: impl Fn(&Value) -> bool,
+) -> Result<Value> {
     let deadline = tokio::time::Instant::now() + patience;
     loop {
-        let run: Value = client()
-            .get(format!("{url}/api/task-runs/{run_id}"))
+        let answer: Value = client()
+            .get(format!("{url}{path}"))
             .send()
             .await?
             .json()
             .await?;
-        if matches!(
-            run["status"].as_str(),
-            Some("succeeded" | "dead" | "cancelled")
-        ) {
-            return Ok(run);
+        if ended(&answer) {
+            return Ok(answer);
         }
         if tokio::time::Instant::now() > deadline {
-            bail!("run {run_id} did not finish within {patience:?}: {run}");
+            bail!("{path} did not end within {patience:?}: {answer}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Waits until a task run ends and returns it.
+async fn wait_final(url: &str, run_id: &str, patience: Duration) -> Result<Value> {
+    poll(url, &format!("/api/task-runs/{run_id}"), patience, |run| {
+        matches!(
+            run["status"].as_str(),
+            Some("succeeded" | "dead" | "cancelled")
+        )
+    })
+    .await
 }
 
 async fn queue_status(url: &str) -> Result<Value> {
@@ -879,23 +893,10 @@ fn dev_stops_everything_on_ctrl_c() {
 
 /// Waits until a pipeline run ends and returns it.
 async fn wait_pipeline(url: &str, run_id: &str, patience: Duration) -> Result<Value> {
-    let deadline = tokio::time::Instant::now() + patience;
-    loop {
-        let run: Value = client()
-            .get(format!("{url}/api/runs/{run_id}"))
-            .send()
-            .await?
-            .json()
-            .await?;
-        if run["status"] != "running" {
-            return Ok(run);
-        }
-        ensure!(
-            tokio::time::Instant::now() < deadline,
-            "pipeline run {run_id} did not end within {patience:?}: {run}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll(url, &format!("/api/runs/{run_id}"), patience, |run| {
+        run["status"] != "running"
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -295,7 +295,7 @@ async fn callback(
             }
         }
         CallbackStatus::Failure => {
-            let mut error = callback.error.ok_or_else(|| {
+            let mut error = callback.error.clone().ok_or_else(|| {
                 ApiError::invalid(
                     "error",
                     "is missing; a failure callback says what went wrong",
@@ -308,19 +308,7 @@ async fn callback(
                 attempt,
                 attempt_token: token,
             };
-            match queue::fail_attempt(
-                &state.pool,
-                &state.metrics,
-                reference,
-                &error,
-                callback.logs_path.as_deref(),
-                now,
-            )
-            .await?
-            {
-                Some(next) => next,
-                None => return Err(refusal(&state, run_id, attempt).await),
-            }
+            fail(&state, reference, &error, &callback, now).await?
         }
     };
     if status == RunState::AwaitingRetry {
@@ -375,20 +363,32 @@ async fn succeed_in_pipeline(
                     serde_json::json!({ "disallowed": disallowed, "allowedNext": allowed }),
                 ),
             };
-            match queue::fail_attempt(
-                &state.pool,
-                &state.metrics,
-                reference,
-                &error,
-                callback.logs_path.as_deref(),
-                now,
-            )
-            .await?
-            {
-                Some(next) => Ok(next),
-                None => Err(refusal(state, run_id, reference.attempt).await),
-            }
+            fail(state, reference, &error, callback, now).await
         }
         Err(queue::PipelineSuccessError::Storage(error)) => Err(error.into()),
+    }
+}
+
+/// Ends the attempt as failed with `error` and the callback's log; a
+/// refusal if it is no longer current.
+async fn fail(
+    state: &AppState,
+    reference: AttemptRef,
+    error: &AttemptError,
+    callback: &Callback,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<RunState, ApiError> {
+    match queue::fail_attempt(
+        &state.pool,
+        &state.metrics,
+        reference,
+        error,
+        callback.logs_path.as_deref(),
+        now,
+    )
+    .await?
+    {
+        Some(next) => Ok(next),
+        None => Err(refusal(state, RunId(reference.run_id), reference.attempt).await),
     }
 }

@@ -210,3 +210,22 @@ pub async fn worker_stats(worker: &pipeweave_testkit::process::Server) -> Result
         .json()
         .await?)
 }
+
+/// A plain HTTP worker that only records the dispatches it receives.
+pub async fn recording_worker() -> Result<(String, tokio::sync::mpsc::UnboundedReceiver<Value>)> {
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    let app = axum::Router::new().route(
+        "/tasks/{task_id}",
+        axum::routing::post(move |axum::Json(dispatch): axum::Json<Value>| {
+            let sender = sender.clone();
+            async move {
+                let _ = sender.send(dispatch);
+                axum::http::StatusCode::ACCEPTED
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((url, receiver))
+}

@@ -27,20 +27,7 @@ impl Harness {
     /// and the pipeline `p` with entry `entry`.
     async fn start(tasks: &[(&str, &[&str])], entry: &[&str], failure_mode: &str) -> Result<Self> {
         let orchestrator = TestOrchestrator::start(Mode::Serverless).await?;
-        let (sender, dispatches) = tokio::sync::mpsc::unbounded_channel();
-        let app = axum::Router::new().route(
-            "/tasks/{task_id}",
-            axum::routing::post(move |axum::Json(dispatch): axum::Json<Value>| {
-                let sender = sender.clone();
-                async move {
-                    let _ = sender.send(dispatch);
-                    axum::http::StatusCode::ACCEPTED
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let worker = format!("http://{}", listener.local_addr()?);
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let (worker, dispatches) = crate::recording_worker().await?;
         let tasks: Vec<Value> = tasks
             .iter()
             .map(|(id, next)| json!({ "id": id, "codeHash": format!("{id}-v1"), "allowedNext": next, "retries": 0 }))

@@ -13,13 +13,8 @@ use crate::TestOrchestrator;
 /// Registers task `t` and pipeline `p` (`t` alone) for a worker that
 /// accepts every dispatch and never calls back.
 async fn register(orchestrator: &TestOrchestrator) -> Result<()> {
-    let app = axum::Router::new().route(
-        "/tasks/{task_id}",
-        axum::routing::post(|| async { axum::http::StatusCode::ACCEPTED }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let worker = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    // The dispatches themselves are not looked at.
+    let (worker, _dispatches) = crate::recording_worker().await?;
     let (status, answer) = orchestrator
         .post(
             "/api/register",

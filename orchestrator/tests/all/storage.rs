@@ -249,32 +249,13 @@ async fn a_backend_that_refuses_the_credentials_is_a_502_naming_storage() -> Res
     Ok(())
 }
 
-/// A plain HTTP worker that only records the dispatches it receives.
-async fn recording_worker() -> Result<(String, tokio::sync::mpsc::UnboundedReceiver<Value>)> {
-    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
-    let app = axum::Router::new().route(
-        "/tasks/{task_id}",
-        axum::routing::post(move |axum::Json(dispatch): axum::Json<Value>| {
-            let sender = sender.clone();
-            async move {
-                let _ = sender.send(dispatch);
-                axum::http::StatusCode::ACCEPTED
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    Ok((url, receiver))
-}
-
 #[tokio::test]
 async fn each_dispatch_carries_a_sealed_storage_token_scoped_to_its_run() -> Result<()> {
     use pipeweave_storage::object_store::ObjectStoreExt as _;
     use pipeweave_storage::{Access, Sealer, TokenError, layout};
 
     let orchestrator = TestOrchestrator::start(Mode::Serverless).await?;
-    let (worker, mut dispatches) = recording_worker().await?;
+    let (worker, mut dispatches) = crate::recording_worker().await?;
     let (status, answer) = orchestrator
         .post(
             "/api/register",
@@ -450,7 +431,7 @@ async fn a_large_input_is_stored_by_reference_and_its_token_reads_it_on_every_at
         config.max_body_bytes = 1 << 20;
     })
     .await?;
-    let (worker, mut dispatches) = recording_worker().await?;
+    let (worker, mut dispatches) = crate::recording_worker().await?;
     let (status, answer) = orchestrator
         .post(
             "/api/register",
