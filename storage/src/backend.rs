@@ -233,6 +233,18 @@ impl BackendConfig {
                 }
             }
             Provider::Gcs => {
+                // The spec's example names the public endpoint; anything
+                // else would be ignored by the client, so it is refused.
+                if self
+                    .endpoint
+                    .as_deref()
+                    .is_some_and(|e| e.trim_end_matches('/') != "https://storage.googleapis.com")
+                {
+                    return Err(invalid(
+                        "endpoint",
+                        "other than https://storage.googleapis.com is not supported for gcs; remove it",
+                    ));
+                }
                 let parts = [
                     credentials.client_email.is_some(),
                     credentials.private_key.is_some(),
@@ -544,6 +556,10 @@ mod tests {
             (
                 r#"[{ "id": "s", "provider": "ftp", "bucket": "b" }]"#,
                 "ftp",
+            ),
+            (
+                r#"[{ "id": "g", "provider": "gcs", "bucket": "b", "endpoint": "http://127.0.0.1:4443" }]"#,
+                "is not supported for gcs",
             ),
             (
                 r#"[{ "id": "a", "provider": "local", "bucket": "x", "credentials": { "basePath": "/t" } },

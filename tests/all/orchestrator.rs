@@ -338,6 +338,18 @@ async fn a_run_stores_its_assets_and_large_output_in_storage_and_a_failed_run_st
         "{log}"
     );
     assert!(first["timestampMs"].as_u64().is_some(), "{log}");
+    // The dead-letter entry shows it with the attempt.
+    let entry: Value = client()
+        .get(format!("{}/api/dlq/{failed}", orchestrator.url))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(
+        entry["attemptHistory"][0]["logsPath"],
+        logs_path.as_str(),
+        "{entry}"
+    );
     Ok(())
 }
 

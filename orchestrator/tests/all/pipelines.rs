@@ -541,6 +541,18 @@ async fn retrying_a_dead_task_from_the_dlq_resumes_its_pipeline_run() -> Result<
         .get(&format!("/api/dlq/{dead_b}"))
         .await?;
     assert_eq!(entry["pipelineRunId"], run.as_str(), "{entry}");
+    let (_, of_p) = harness.orchestrator.get("/api/dlq?pipelineId=p").await?;
+    assert_eq!(of_p["total"], 1, "{of_p}");
+    let (_, of_other) = harness
+        .orchestrator
+        .get("/api/dlq?pipelineId=other")
+        .await?;
+    assert_eq!(of_other["total"], 0, "{of_other}");
+    let (_, none) = harness
+        .orchestrator
+        .post("/api/dlq/retry-all", &json!({ "pipelineId": "other" }))
+        .await?;
+    assert_eq!(none["retried"], 0, "{none}");
     harness.retry_from_dlq(&dead_b).await?;
     assert_eq!(harness.pipeline_run(&run).await?["status"], "running");
     let b = harness.round().await?;
@@ -562,9 +574,11 @@ async fn retrying_a_dead_task_from_the_dlq_resumes_its_pipeline_run() -> Result<
     let split = harness.round().await?;
     harness.fail(&split[0]).await?;
     assert_eq!(harness.pipeline_run(&run).await?["status"], "failed");
-    harness
-        .retry_from_dlq(split[0]["runId"].as_str().unwrap_or_default())
+    let (_, retried) = harness
+        .orchestrator
+        .post("/api/dlq/retry-all", &json!({ "pipelineId": "p" }))
         .await?;
+    assert_eq!(retried["retried"], 1, "{retried}");
     let again = harness.round().await?;
     assert_eq!(tasks_of(&again), ["b", "c"], "b retried, c enqueued again");
     for dispatch in &again {
