@@ -198,6 +198,11 @@ pub struct Dispatch {
     /// Upstream results by task id.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub upstream_refs: BTreeMap<String, ResultRef>,
+    /// Pipelines: the upstream tasks of this one that died or were
+    /// cancelled on this pipeline run (a `partial-merge` join runs without
+    /// their outputs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_upstream: Vec<String>,
     /// Earlier failed attempts, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub previous_attempts: Vec<PreviousAttempt>,
@@ -468,6 +473,7 @@ mod tests {
             initial_input: Some(serde_json::json!({"url": "https://example.com/a.pdf"})),
             input_path: None,
             upstream_refs: BTreeMap::new(),
+            failed_upstream: Vec::new(),
             previous_attempts: vec![PreviousAttempt {
                 attempt: 1,
                 error: "timed out".into(),

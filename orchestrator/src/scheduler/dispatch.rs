@@ -206,12 +206,14 @@ pub async fn dispatch_round(scheduler: &Scheduler) -> crate::Result<Round> {
         let previous = previous_attempts(pool, &claimed).await?;
         let mut upstream = upstream_refs(pool, &claimed).await?;
         for run in claimed {
-            let dispatch = dispatch_message(
+            let (refs, failed) = upstream.remove(&run.id).unwrap_or_default();
+            let mut dispatch = dispatch_message(
                 scheduler,
                 &run,
                 previous.get(&run.id).cloned().unwrap_or_default(),
-                upstream.remove(&run.id).unwrap_or_default(),
+                refs,
             );
+            dispatch.failed_upstream = failed;
             let url = format!("{}/tasks/{}", target.url, run.task_id);
             let reference = AttemptRef {
                 run_id: run.id,
@@ -295,12 +297,16 @@ async fn previous_attempts(
     Ok(by_run)
 }
 
-/// For each claimed task run of a pipeline, the results of the task runs
-/// that selected it (its direct upstream on this pipeline run), by task.
+/// The results and failures a claimed task run of a pipeline hands on: of
+/// the task runs that selected it (its direct upstream on this pipeline
+/// run), by task, and its upstream tasks that died or were cancelled.
+type Upstream = (BTreeMap<String, ResultRef>, Vec<String>);
+
+/// For each claimed task run of a pipeline, its [`Upstream`].
 async fn upstream_refs(
     pool: &sqlx::PgPool,
     claimed: &[storage::runs::Claimed],
-) -> crate::Result<HashMap<Uuid, BTreeMap<String, ResultRef>>> {
+) -> crate::Result<HashMap<Uuid, Upstream>> {
     let mut pipeline_runs: Vec<Uuid> = claimed.iter().filter_map(|r| r.pipeline_run_id).collect();
     let mut by_run = HashMap::new();
     if pipeline_runs.is_empty() {
@@ -309,6 +315,16 @@ async fn upstream_refs(
     pipeline_runs.sort();
     pipeline_runs.dedup();
     let succeeded = storage::pipelines::succeeded(pool, &pipeline_runs).await?;
+    let in_pipelines: Vec<Uuid> = claimed
+        .iter()
+        .filter(|r| r.pipeline_run_id.is_some())
+        .map(|r| r.id)
+        .collect();
+    let mut failed: HashMap<Uuid, Vec<String>> =
+        storage::pipelines::failed_upstream(pool, &in_pipelines)
+            .await?
+            .into_iter()
+            .collect();
     for run in claimed {
         let Some(pipeline_run) = run.pipeline_run_id else {
             continue;
@@ -324,7 +340,7 @@ async fn upstream_refs(
                     .map(|result| (up.task_id.clone(), result))
             })
             .collect();
-        by_run.insert(run.id, refs);
+        by_run.insert(run.id, (refs, failed.remove(&run.id).unwrap_or_default()));
     }
     Ok(by_run)
 }
@@ -400,6 +416,7 @@ fn dispatch_message(
         initial_input: run.input.clone(),
         input_path: run.input_path.clone(),
         upstream_refs,
+        failed_upstream: Vec::new(),
         previous_attempts: previous,
     }
 }

@@ -484,3 +484,30 @@ pub async fn succeeded(pool: &PgPool, pipeline_runs: &[Uuid]) -> sqlx::Result<Ve
     .fetch_all(pool)
     .await
 }
+
+/// For each of these task runs, the direct upstream tasks (in its pipeline
+/// run's snapshot) that died or were cancelled there and were not retried.
+pub async fn failed_upstream(
+    pool: &PgPool,
+    task_runs: &[Uuid],
+) -> sqlx::Result<Vec<(Uuid, Vec<String>)>> {
+    let rows = sqlx::query!(
+        r#"select run.id, array(
+                   select upstream from jsonb_array_elements_text(
+                       pipeline_run.structure -> 'tasks' -> run.task_id -> 'predecessors') upstream
+                   where exists (
+                       select from runs failed
+                       where failed.pipeline_run_id = run.pipeline_run_id
+                         and failed.task_id = upstream
+                         and failed.state in ('dead', 'cancelled')
+                         and not exists (select from runs retry where retry.retry_of = failed.id))
+                   order by upstream) as "failed!"
+           from runs run
+           join pipeline_runs pipeline_run on pipeline_run.id = run.pipeline_run_id
+           where run.id = any($1)"#,
+        task_runs
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|row| (row.id, row.failed)).collect())
+}

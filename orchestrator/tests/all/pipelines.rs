@@ -379,6 +379,7 @@ async fn partial_merge_runs_the_join_with_what_succeeded_and_ends_partial() -> R
     let join = harness.round().await?;
     assert_eq!(tasks_of(&join), ["d"]);
     assert_eq!(upstream_of(&join[0]), ["c"], "only what succeeded");
+    assert_eq!(join[0]["failedUpstream"], json!(["b"]), "and which failed");
     harness.succeed(&join[0], json!({}), None).await?;
     let detail = harness.pipeline_run(&run).await?;
     assert_eq!(detail["status"], "partial", "{detail}");
