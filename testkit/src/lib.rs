@@ -100,6 +100,9 @@ fn build_guests() -> Result<PathBuf, String> {
         command.args(["-p", &format!("pipeweave-example-{name}")]);
     }
     command.args(["--lib", "--examples"]);
+    for name in GUEST_EXAMPLES {
+        command.args(["--features", &format!("pipeweave-example-{name}/guest")]);
+    }
     // Flags meant for the test build itself must not leak into the guests.
     for var in [
         "CARGO_ENCODED_RUSTFLAGS",
