@@ -28,8 +28,10 @@ pub struct AttemptRef {
 
 /// Ends an attempt as failed, with the log its worker stored if any, and
 /// decides by its task's retry policy whether the run waits for another
-/// attempt or is dead, in one transaction. Returns the run's new state, or `None` when the attempt
-/// was no longer current (then nothing changed).
+/// attempt or is dead, in one transaction; a task run of a pipeline moves
+/// its pipeline run on in the same transaction. Returns the run's new
+/// state, or `None` when the attempt was no longer current (then nothing
+/// changed).
 pub async fn fail_attempt(
     pool: &PgPool,
     metrics: &Metrics,
