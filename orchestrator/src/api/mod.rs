@@ -85,6 +85,25 @@ fn optional_text(
     Ok(value)
 }
 
+/// Checks the id of something the caller names (a pipeline, a schedule):
+/// 1 to 200 ASCII letters, digits, '.', '_' or '-', starting with a letter
+/// or digit, as the tables' `*_id_format` constraints require.
+fn check_id(field: &str, id: &str) -> Result<(), error::ApiError> {
+    let valid = id.len() <= 200
+        && id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(error::ApiError::invalid(
+            field,
+            "must be 1 to 200 letters, digits, '.', '_' or '-', starting with a letter or digit",
+        ))
+    }
+}
+
 /// Reads a run id (`trun_…`) from `field`, or a 400 naming it.
 fn parse_run_id(field: &str, text: &str) -> Result<crate::RunId, error::ApiError> {
     text.parse()

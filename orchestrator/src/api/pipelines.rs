@@ -190,23 +190,6 @@ async fn check(
     Ok(Check::of(pipeline::validate(entry, listed, &tasks)))
 }
 
-fn check_id(id: &str) -> Result<(), ApiError> {
-    let valid = !id.is_empty()
-        && id.len() <= 200
-        && id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if valid {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(
-            "id",
-            "must be 1 to 200 letters, digits, '.', '_' or '-', starting with a letter or digit",
-        ))
-    }
-}
-
 async fn find(state: &AppState, id: &str) -> Result<PipelineRow, ApiError> {
     storage::pipelines::get(&state.pool, id)
         .await?
@@ -233,7 +216,7 @@ async fn register_pipeline(
     Path(id): Path<String>,
     ApiJson(definition): ApiJson<PipelineDefinition>,
 ) -> Result<Json<PipelineReport>, ApiError> {
-    check_id(&id)?;
+    super::check_id("id", &id)?;
     if definition.entry_tasks.is_empty() || definition.entry_tasks.len() > 100 {
         return Err(ApiError::invalid("entryTasks", "must list 1 to 100 tasks"));
     }

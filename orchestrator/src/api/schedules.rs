@@ -122,15 +122,6 @@ impl ScheduleView {
     }
 }
 
-fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 200
-        && id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-}
-
 /// `POST /api/schedules`: creates a schedule.
 #[utoipa::path(
     post,
@@ -151,12 +142,7 @@ async fn create_schedule(
     let id = request
         .id
         .unwrap_or_else(|| format!("sch_{}", uuid::Uuid::new_v4().simple()));
-    if !valid_id(&id) {
-        return Err(ApiError::invalid(
-            "id",
-            "must be 1 to 200 letters, digits, '.', '_' or '-', starting with a letter or digit",
-        ));
-    }
+    super::check_id("id", &id)?;
     match (&request.pipeline_id, &request.task_id) {
         (Some(_), Some(_)) | (None, None) => {
             return Err(ApiError::invalid(
