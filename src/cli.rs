@@ -66,6 +66,33 @@ enum Command {
     Register(commands::register::RegisterArgs),
     /// Database administration.
     Db(commands::db::DbArgs),
+    /// Scaffold a new task crate that builds and passes its fixture test.
+    Init(commands::init::InitArgs),
+    /// Check a project's tasks and pipelines without a database.
+    Validate(commands::validate::ValidateArgs),
+    /// Run a project's tasks against their JSON fixtures.
+    Test(commands::test::TestArgs),
+    /// Print a project's pipelines as a Mermaid diagram.
+    Visualize(commands::visualize::VisualizeArgs),
+    /// Build a project's tasks and register them and its pipelines with an
+    /// orchestrator.
+    Deploy(commands::deploy::DeployArgs),
+    /// List registered services and their tasks.
+    Services(commands::services::ServicesArgs),
+    /// Trigger a pipeline (or a single task) and optionally wait for it.
+    Trigger(commands::trigger::TriggerArgs),
+    /// Show a pipeline's execution plan without running it.
+    DryRun(commands::dry_run::DryRunArgs),
+    /// Show a pipeline run or task run.
+    Status(commands::status::StatusArgs),
+    /// Inspect and repair the dead-letter queue.
+    Dlq(commands::dlq::DlqArgs),
+    /// Show a run's logs, or follow them live.
+    Logs(commands::logs::LogsArgs),
+    /// Cancel a run.
+    Cancel(commands::cancel::CancelArgs),
+    /// Print shell completions.
+    Completions(commands::completions::CompletionsArgs),
 }
 
 /// A command's error, carrying the exit code to end with.
@@ -103,7 +130,7 @@ pub fn main() -> ExitCode {
         Command::Host(_) | Command::Register(_) | Command::Db(_) => {
             "warn,pipeweave=info,pipeweave_host=info"
         }
-        Command::Run(_) | Command::Dev(_) => "warn",
+        _ => "warn",
     };
     init_logging(cli.log.as_deref().unwrap_or(default_filter));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -124,6 +151,19 @@ pub fn main() -> ExitCode {
             Command::Register(args) => commands::register::run(args).await,
             Command::Db(args) => commands::db::run(args).await,
             Command::Dev(args) => commands::dev::run(args).await,
+            Command::Init(args) => commands::init::run(args).await,
+            Command::Validate(args) => commands::validate::run(args).await,
+            Command::Test(args) => commands::test::run(args).await,
+            Command::Visualize(args) => commands::visualize::run(args).await,
+            Command::Deploy(args) => commands::deploy::run(args).await,
+            Command::Services(args) => commands::services::run(args).await,
+            Command::Trigger(args) => commands::trigger::run(args).await,
+            Command::DryRun(args) => commands::dry_run::run(args).await,
+            Command::Status(args) => commands::status::run(args).await,
+            Command::Dlq(args) => commands::dlq::run(args).await,
+            Command::Logs(args) => commands::logs::run(args).await,
+            Command::Cancel(args) => commands::cancel::run(args).await,
+            Command::Completions(args) => commands::completions::run(args).await,
         }
     });
     match result {

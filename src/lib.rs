@@ -10,5 +10,7 @@
 
 mod build;
 pub mod cli;
+mod client;
 mod commands;
 mod parse;
+mod ui;

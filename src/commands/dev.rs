@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use crate::build::build_task_crate;
 use crate::cli::{CommandError, exit};
 use crate::parse;
+use crate::ui::step;
 
 /// Flags of `pipeweave dev`.
 #[derive(Debug, clap::Args)]
@@ -43,10 +44,6 @@ pub(crate) struct DevArgs {
     /// Attempts the host runs at once. Default: the number of CPUs.
     #[arg(long)]
     capacity: Option<usize>,
-}
-
-fn step(label: &str, text: impl std::fmt::Display) {
-    eprintln!("  {label:<13} {text}");
 }
 
 /// Starts everything, runs what was asked, and stops everything.

@@ -1,11 +1,24 @@
 //! One module per `pipeweave` subcommand.
 
+pub(crate) mod cancel;
+pub(crate) mod completions;
 pub(crate) mod db;
+pub(crate) mod deploy;
 pub(crate) mod dev;
+pub(crate) mod dlq;
+pub(crate) mod dry_run;
 pub(crate) mod host;
+pub(crate) mod init;
+pub(crate) mod logs;
 pub(crate) mod orchestrator;
 pub(crate) mod register;
 pub(crate) mod run;
+pub(crate) mod services;
+pub(crate) mod status;
+pub(crate) mod test;
+pub(crate) mod trigger;
+pub(crate) mod validate;
+pub(crate) mod visualize;
 
 /// Completes on Ctrl-C or SIGTERM, for commands that serve until stopped.
 pub(crate) async fn stop_signal() {
