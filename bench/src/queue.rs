@@ -151,6 +151,7 @@ pub(crate) fn queue(rounds: usize, settings: &Settings) -> anyhow::Result<Vec<Va
         durable: true,
         max_connections: 100,
         parent_dir: None,
+        keep_in: None,
     })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cores)

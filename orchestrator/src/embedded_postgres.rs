@@ -2,13 +2,14 @@
 //! for the zero-configuration quick start (`pipeweave dev`), the test
 //! suites and the benchmarks.
 //!
-//! The cluster lives in a fresh directory, listens on a free port on
-//! 127.0.0.1 only, and trusts local connections as user `postgres`. When
-//! this process runs as root it runs the server as the `postgres` user that
-//! Debian's package creates, since `initdb` and `postgres` refuse root. A
-//! small shell watchdog stops the server and removes the directory once
-//! this process is gone, however it ended (even by SIGKILL); [`stop`] does
-//! the same at once.
+//! The cluster lives in a fresh directory, or in a kept one
+//! ([`Options::keep_in`], for `pipeweave dev`'s project-local database that
+//! outlives restarts), listens on a free port on 127.0.0.1 only, and trusts
+//! local connections as user `postgres`. When this process runs as root it
+//! runs the server as the `postgres` user that Debian's package creates,
+//! since `initdb` and `postgres` refuse root. A small shell watchdog stops
+//! the server (and removes a fresh directory) once this process is gone,
+//! however it ended (even by SIGKILL); [`stop`] does the same at once.
 //!
 //! [`stop`]: EmbeddedPostgres::stop
 
@@ -29,6 +30,10 @@ pub struct Options {
     /// Where to create the cluster's directory (default: the system's
     /// temporary directory).
     pub parent_dir: Option<PathBuf>,
+    /// Keep the cluster in this directory instead of a fresh one: reuse the
+    /// cluster it holds (`initdb` only the first time) and leave it in
+    /// place when stopped. `parent_dir` is then ignored.
+    pub keep_in: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -37,6 +42,7 @@ impl Default for Options {
             durable: true,
             max_connections: 100,
             parent_dir: None,
+            keep_in: None,
         }
     }
 }
@@ -52,6 +58,7 @@ pub struct EmbeddedPostgres {
     bin: PathBuf,
     dir: PathBuf,
     port: u16,
+    kept: bool,
     stopped: bool,
 }
 
@@ -61,12 +68,19 @@ impl EmbeddedPostgres {
         let fail = |message: String| EmbeddedError(message);
         let bin = find_bindir().map_err(fail)?;
         let root = is_root();
-        let parent = options
-            .parent_dir
-            .clone()
-            .unwrap_or_else(std::env::temp_dir);
-        let dir = parent.join(format!("pipeweave-pg-{}-{}", std::process::id(), unique()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let kept = options.keep_in.is_some();
+        let dir = match &options.keep_in {
+            Some(dir) => dir.clone(),
+            None => {
+                let parent = options
+                    .parent_dir
+                    .clone()
+                    .unwrap_or_else(std::env::temp_dir);
+                let dir = parent.join(format!("pipeweave-pg-{}-{}", std::process::id(), unique()));
+                let _ = std::fs::remove_dir_all(&dir);
+                dir
+            }
+        };
         std::fs::create_dir_all(&dir)
             .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
         if root {
@@ -77,27 +91,49 @@ impl EmbeddedPostgres {
                     dir.display()
                 ))
             })?;
+            let reachable = as_postgres(root, Path::new("test"))
+                .arg("-w")
+                .arg(&dir)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !reachable {
+                return Err(fail(format!(
+                    "the postgres user cannot write to {}: a parent folder is closed to it \
+                     (such as /root); use a project outside it or a temporary database",
+                    dir.display()
+                )));
+            }
         }
         let data = dir.join("data");
-        let initdb = as_postgres(root, &bin.join("initdb"))
-            .arg("-D")
-            .arg(&data)
-            .args([
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--no-sync",
-                "-E",
-                "UTF8",
-                "--locale=C",
-            ])
-            .output()
-            .map_err(|e| fail(format!("cannot run initdb: {e}")))?;
-        if !initdb.status.success() {
+        if kept && let Some(pid) = running_postmaster(&data) {
             return Err(fail(format!(
-                "initdb failed: {}",
-                String::from_utf8_lossy(&initdb.stderr)
+                "the database in {} is in use by another process (postgres pid {pid}); \
+                 stop the other `pipeweave dev` first",
+                dir.display()
             )));
+        }
+        if !data.join("PG_VERSION").is_file() {
+            let _ = std::fs::remove_dir_all(&data);
+            let initdb = as_postgres(root, &bin.join("initdb"))
+                .arg("-D")
+                .arg(&data)
+                .args([
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--no-sync",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                ])
+                .output()
+                .map_err(|e| fail(format!("cannot run initdb: {e}")))?;
+            if !initdb.status.success() {
+                return Err(fail(format!(
+                    "initdb failed: {}",
+                    String::from_utf8_lossy(&initdb.stderr)
+                )));
+            }
         }
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
@@ -109,12 +145,21 @@ impl EmbeddedPostgres {
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         };
         // The watchdog: start postgres, wait while the owner lives, then
-        // stop postgres and remove the cluster.
+        // stop postgres and remove a fresh cluster. A kept one listens on
+        // TCP only: a project path can be longer than a socket path may be.
+        let (sockets, cleanup) = if kept {
+            ("-c unix_socket_directories=".to_owned(), String::new())
+        } else {
+            (
+                format!("-k {}", dir.display()),
+                format!("rm -rf {}", dir.display()),
+            )
+        };
         let script = format!(
-            "{postgres} -D {data} -p {port} -k {dir} -c listen_addresses=127.0.0.1 \
+            "{postgres} -D {data} -p {port} {sockets} -c listen_addresses=127.0.0.1 \
              -c max_connections={max_connections} {durability} >{dir}/postgres.log 2>&1 & pg=$!; \
              while [ -d /proc/{owner} ] && kill -0 $pg 2>/dev/null; do sleep 0.2; done; \
-             kill -INT $pg 2>/dev/null; wait $pg; rm -rf {dir}",
+             kill -INT $pg 2>/dev/null; wait $pg; {cleanup}",
             postgres = bin.join("postgres").display(),
             data = data.display(),
             dir = dir.display(),
@@ -132,6 +177,7 @@ impl EmbeddedPostgres {
             bin,
             dir,
             port,
+            kept,
             stopped: false,
         };
         cluster.wait_until_ready().map_err(fail)?;
@@ -175,9 +221,15 @@ impl EmbeddedPostgres {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
-        // The watchdog removes the directory once the server is gone.
+        // The watchdog removes a fresh directory once the server is gone;
+        // a kept one is done when the server has removed its pid file.
+        let done = if self.kept {
+            self.dir.join("data").join("postmaster.pid")
+        } else {
+            self.dir.clone()
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while self.dir.exists() && Instant::now() < deadline {
+        while done.exists() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -215,6 +267,14 @@ impl Drop for EmbeddedPostgres {
     fn drop(&mut self) {
         self.shut_down();
     }
+}
+
+/// The pid of a live server that holds the cluster in `data`, from its
+/// `postmaster.pid` (a stale file left by a crash names no live process).
+fn running_postmaster(data: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(data.join("postmaster.pid")).ok()?;
+    let pid: u32 = text.lines().next()?.trim().parse().ok()?;
+    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
 }
 
 fn unique() -> u32 {

@@ -126,6 +126,7 @@ fn start() -> Result<Server, String> {
         durable: false,
         max_connections: 200,
         parent_dir: None,
+        keep_in: None,
     };
     let cluster = EmbeddedPostgres::start(&options).map_err(|e| e.to_string())?;
     let server = Server {
