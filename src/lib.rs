@@ -6,6 +6,7 @@
 //!   subcommand to its module.
 //! - `commands`: one module per subcommand (`run`: the local runner).
 //! - `build`: building a task crate into a component.
+//! - `project`: projects (a task crate or workspace and its `pipeweave.toml`).
 //! - `parse`: parsers for durations, sizes and `@file` arguments.
 
 mod build;
@@ -13,4 +14,5 @@ pub mod cli;
 mod client;
 mod commands;
 mod parse;
+mod project;
 mod ui;
