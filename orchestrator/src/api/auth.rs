@@ -1,5 +1,6 @@
 //! The API key: when `PIPEWEAVE_API_KEY` is set, every write, and every
-//! read of stored objects (`GET /api/storage/{path}`), must send
+//! read of stored objects (`GET /api/storage/{path}`, and the attempt logs
+//! of `GET /api/task-runs/{id}/logs`), must send
 //! `Authorization: Bearer <key>` or gets `401`. Other reads stay open, and
 //! the heartbeats, progress and callbacks of attempts are authenticated by
 //! their attempt token instead, so workers and hosts need the key only to
@@ -22,6 +23,9 @@ fn authenticated_by_attempt_token(path: &str) -> bool {
 /// Whether a request needs the key when one is set.
 pub(super) fn needs_api_key(method: &Method, path: &str) -> bool {
     if path.starts_with("/api/storage/") && path != "/api/storage/backends" {
+        return true;
+    }
+    if path.starts_with("/api/task-runs/") && path.ends_with("/logs") {
         return true;
     }
     let read = matches!(*method, Method::GET | Method::HEAD);

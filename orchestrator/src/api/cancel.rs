@@ -35,12 +35,12 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 /// The optional body of a cancel.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CancelRequest {
+pub(super) struct CancelRequest {
     /// Who is cancelling (a person, a tool), at most 200 characters;
     /// `"api"` if not given.
-    cancelled_by: Option<String>,
+    pub(super) cancelled_by: Option<String>,
     /// Why, at most 500 characters.
-    reason: Option<String>,
+    pub(super) reason: Option<String>,
 }
 
 /// A run just cancelled.
@@ -122,7 +122,12 @@ async fn cancel(
 
 /// Tells the host running the attempt, if its target is a host; a plain
 /// HTTP worker learns it from its next heartbeat instead.
-async fn tell_host(state: AppState, target: String, run_id: RunId, notice: CancelNotice) {
+pub(super) async fn tell_host(
+    state: AppState,
+    target: String,
+    run_id: RunId,
+    notice: CancelNotice,
+) {
     let url = match storage::hosts::url(&state.pool, &target).await {
         Ok(Some(url)) => url,
         Ok(None) => return,

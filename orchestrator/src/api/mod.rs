@@ -7,9 +7,11 @@ mod cancel;
 mod dlq;
 pub mod error;
 pub mod json;
+mod logs;
 mod objects;
 mod openapi;
 mod operations;
+mod pipeline_cancel;
 mod pipelines;
 mod queue;
 mod register;
@@ -121,6 +123,8 @@ fn routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
         .merge(services::router())
         .merge(queue::router())
         .merge(pipelines::router())
+        .merge(pipeline_cancel::router())
+        .merge(logs::router())
         .merge(schedules::router())
         .merge(workers::router())
         .merge(tick::router())

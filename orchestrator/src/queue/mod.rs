@@ -252,6 +252,52 @@ pub async fn cancel_run(
     Ok(outcome)
 }
 
+/// What cancelling a pipeline run as a whole did.
+#[derive(Debug, Clone)]
+pub struct PipelineRunCancelled {
+    /// Its state before: only a `running` one is cancelled.
+    pub previous: storage::pipelines::PipelineRunState,
+    /// Its task runs that had not ended, each as [`storage::runs::cancel`]
+    /// left it; running ones need their host told.
+    pub task_runs: Vec<storage::runs::Cancelled>,
+}
+
+/// Cancels a pipeline run as a whole, in one transaction: locks its row
+/// first (the one lock order, see [`storage::pipelines::lock_run`]), ends
+/// it `cancelled`, then cancels every task run of it that is queued,
+/// running or waiting for a retry. A pipeline run that already ended is
+/// left as it is (`previous` says how it ended). `None` if there is no
+/// such pipeline run.
+pub async fn cancel_pipeline_run(
+    pool: &PgPool,
+    pipeline_run: Uuid,
+    cancelled_by: &str,
+    reason: Option<&str>,
+    now: DateTime<Utc>,
+) -> crate::Result<Option<PipelineRunCancelled>> {
+    let mut tx = pool.begin().await?;
+    let Some(locked) = storage::pipelines::lock_run(&mut tx, pipeline_run).await? else {
+        return Ok(None);
+    };
+    if locked.state != storage::pipelines::PipelineRunState::Running {
+        return Ok(Some(PipelineRunCancelled {
+            previous: locked.state,
+            task_runs: Vec::new(),
+        }));
+    }
+    let live = storage::pipelines::cancel(&mut tx, pipeline_run, now).await?;
+    let task_runs = if live.is_empty() {
+        Vec::new()
+    } else {
+        storage::runs::cancel(&mut tx, &live, cancelled_by, reason, now).await?
+    };
+    tx.commit().await?;
+    Ok(Some(PipelineRunCancelled {
+        previous: locked.state,
+        task_runs,
+    }))
+}
+
 /// Why a pipeline run could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum TriggerError {

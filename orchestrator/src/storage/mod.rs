@@ -15,6 +15,7 @@ pub mod modules;
 pub mod pipelines;
 pub mod runs;
 pub mod schedules;
+pub mod schema;
 pub mod services;
 pub mod tasks;
 

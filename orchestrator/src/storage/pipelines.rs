@@ -350,6 +350,31 @@ pub async fn fail(
     )
     .execute(&mut *conn)
     .await?;
+    live_task_runs(conn, id).await
+}
+
+/// Ends a locked, running pipeline run as `cancelled` (cancelled as a
+/// whole, `POST /api/runs/{id}/cancel`) and returns the ids of its task
+/// runs that were still queued, running or waiting for a retry, for the
+/// caller to cancel in the same transaction.
+pub async fn cancel(
+    conn: &mut PgConnection,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query!(
+        "update pipeline_runs set state = 'cancelled', finished_at = $2
+         where id = $1 and state = 'running'",
+        id,
+        now
+    )
+    .execute(&mut *conn)
+    .await?;
+    live_task_runs(conn, id).await
+}
+
+/// The task runs of a pipeline run that have not ended.
+async fn live_task_runs(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Vec<Uuid>> {
     sqlx::query_scalar!(
         "select id from runs
          where pipeline_run_id = $1 and state in ('queued', 'running', 'awaiting_retry')",

@@ -4,6 +4,7 @@
 //! in this process, and real worker processes (the Python example worker).
 
 mod api;
+mod cancel_and_logs;
 mod claim;
 mod dlq;
 mod e2e;
