@@ -16,12 +16,14 @@
 //!     .idempotency(Idempotency::new().input_fields(["/documentId"]))
 //!     .outbound_host("api.example.com")
 //!     .secret("api-token")
+//!     // The host sends `Authorization: Bearer <api-token>` to api.example.com.
+//!     .credential("api.example.com", "api-token")
 //!     .memory_limit_bytes(256 << 20);
 //! assert_eq!(descriptor.timeout, 60);
 //! assert_eq!(descriptor.priority, 100);
 //! ```
 
-pub use pipeweave_protocol::{Idempotency, TaskDescriptor as Descriptor};
+pub use pipeweave_protocol::{Credential, Idempotency, TaskDescriptor as Descriptor};
 
 use crate::bindings::pipeweave::task::types as wit;
 
@@ -46,6 +48,15 @@ pub(crate) fn into_wit(descriptor: Descriptor) -> wit::Descriptor {
         }),
         outbound_hosts: descriptor.outbound_hosts,
         secrets: descriptor.secrets,
+        credentials: descriptor
+            .credentials
+            .into_iter()
+            .map(|c| wit::Credential {
+                host: c.host,
+                secret: c.secret,
+                header: c.header,
+            })
+            .collect(),
         memory_limit_bytes: descriptor.memory_limit_bytes,
     }
 }

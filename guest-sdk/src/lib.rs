@@ -13,8 +13,8 @@
 //! # Layout
 //!
 //! - [`Task`]: the trait a task implements; [`export_task!`] exports it.
-//! - [`Descriptor`], [`Idempotency`], [`RetryBackoff`]: what the task
-//!   declares before it runs, with the contract's defaults.
+//! - [`Descriptor`], [`Credential`], [`Idempotency`], [`RetryBackoff`]:
+//!   what the task declares before it runs, with the contract's defaults.
 //! - [`Context`], [`PreviousAttempt`]: the input, run metadata, upstream
 //!   outputs, logs ([`LogLevel`]), progress, assets ([`AssetKind`]) and
 //!   secrets of one attempt.
@@ -95,7 +95,7 @@ mod task;
 mod types;
 
 pub use context::{ASSETS_DIR, Context, PreviousAttempt};
-pub use descriptor::{Descriptor, Idempotency};
+pub use descriptor::{Credential, Descriptor, Idempotency};
 pub use error::{TaskError, TaskResult};
 pub use http::{HttpClient, HttpError, Request, Response};
 pub use pipeweave_protocol;

@@ -1,6 +1,7 @@
 //! What a running attempt reports as it goes: log lines (its own and its
 //! stdout/stderr), progress and assets. The local runner prints them; the
-//! dispatch server forwards them to the orchestrator.
+//! dispatch server forwards them to the orchestrator. Secret values the
+//! attempt was handed are redacted before any sink sees an event.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -12,6 +13,8 @@ use pipeweave_protocol::LogLevel;
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+
+use crate::secrets::Redactor;
 
 /// Which standard stream a captured line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +76,43 @@ pub struct DiscardEvents;
 
 impl EventSink for DiscardEvents {
     fn event(&self, _event: RunEvent) {}
+}
+
+/// Passes events on with every secret value replaced (see
+/// [`crate::secrets`]): log lines, output lines and progress messages. The
+/// runner puts it in front of the request's sink whenever the attempt was
+/// handed a secret, so no sink ever sees a value.
+pub(crate) struct RedactingSink {
+    inner: Arc<dyn EventSink>,
+    redactor: Arc<Redactor>,
+}
+
+impl RedactingSink {
+    pub(crate) fn new(inner: Arc<dyn EventSink>, redactor: Arc<Redactor>) -> Self {
+        Self { inner, redactor }
+    }
+}
+
+impl EventSink for RedactingSink {
+    fn event(&self, event: RunEvent) {
+        let redact = |text: String| self.redactor.redact_string(text);
+        let event = match event {
+            RunEvent::Log { level, message } => RunEvent::Log {
+                level,
+                message: redact(message),
+            },
+            RunEvent::Output { stream, line } => RunEvent::Output {
+                stream,
+                line: redact(line),
+            },
+            RunEvent::Progress { percent, message } => RunEvent::Progress {
+                percent,
+                message: message.map(redact),
+            },
+            other @ (RunEvent::Asset { .. } | RunEvent::LogTruncated { .. }) => other,
+        };
+        self.inner.event(event);
+    }
 }
 
 /// How many bytes of log an attempt may still write, shared by its log

@@ -34,6 +34,9 @@
 //! - [`events`]: what a running attempt reports (logs, output, progress).
 //! - [`cancel`]: cancelling a running attempt.
 //! - [`human`]: sizes and durations written for people.
+//! - [`secrets`]: [`SecretStore`] (a secrets directory or `.secrets.yaml`),
+//!   which secrets an attempt gets, and the [`Redactor`] that keeps their
+//!   values out of its logs and errors.
 //! - [`server`]: the dispatch server of `pipeweave host`: attempts from the
 //!   orchestrator over HTTP, heartbeats and callbacks.
 //! - `bindings`: the generated `pipeweave:task` bindings.
@@ -50,6 +53,7 @@ pub mod events;
 pub mod human;
 pub mod runner;
 mod sandbox;
+pub mod secrets;
 pub mod server;
 mod state;
 
@@ -58,4 +62,5 @@ pub use engine::EngineConfig;
 pub use error::{Error, Result};
 pub use events::{DiscardEvents, EventSink, RunEvent, StdStream};
 pub use runner::{Failure, LoadedTask, RunReport, RunRequest, Runner, RunnerConfig, TaskSuccess};
+pub use secrets::{Redactor, SecretStore, SecretsError};
 pub use state::AssetRecord;

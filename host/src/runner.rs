@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pipeweave_protocol::{
-    CodeHash, FailureReason, OutboundRules, PreviousAttempt, RetryBackoff, TaskDescriptor,
+    CodeHash, Credential, FailureReason, LogLevel, OutboundRule, OutboundRules, PreviousAttempt,
+    RetryBackoff, TaskDescriptor,
 };
 use serde_json::Value;
 use wasmtime::component::{HasSelf, Linker};
@@ -28,10 +29,15 @@ use crate::cache::ComponentCache;
 use crate::cancel::CancelToken;
 use crate::engine::{EngineConfig, TaskEngine};
 use crate::error::{Error, Result};
-use crate::events::{CapturedStream, DiscardEvents, EventSink, LogBudget, StdStream};
+use crate::events::{
+    CapturedStream, DiscardEvents, EventSink, LogBudget, RedactingSink, RunEvent, StdStream,
+};
 use crate::human::{format_bytes, format_duration};
 use crate::sandbox::{SandboxDir, SandboxPool};
-use crate::state::{ASSETS_DIR, AssetRecord, Interrupt, TaskState, TaskStateParts};
+use crate::secrets::Redactor;
+use crate::state::{
+    ASSETS_DIR, AssetRecord, InjectedCredential, Interrupt, TaskState, TaskStateParts,
+};
 
 /// How the runner treats every task. Per-task limits come from the task's
 /// descriptor and may be overridden per attempt in [`RunRequest`].
@@ -77,6 +83,8 @@ pub struct LoadedTask {
     code_hash: CodeHash,
     descriptor: TaskDescriptor,
     rules: Arc<OutboundRules>,
+    /// Each declared credential with its host entry parsed.
+    credentials: Vec<(OutboundRule, Credential)>,
     declared_secrets: Arc<[String]>,
     pre: TaskWorldPre<TaskState>,
     size_bytes: usize,
@@ -124,7 +132,9 @@ pub struct RunRequest {
     pub upstream: BTreeMap<String, Value>,
     /// Earlier failed attempts, oldest first.
     pub previous_attempts: Vec<PreviousAttempt>,
-    /// Secret values by name; the task sees only those it declared.
+    /// Secret values by name; the task sees only those it declared (the
+    /// others are dropped), and their values are redacted from its events
+    /// and its failure (see [`crate::secrets`]).
     pub secrets: HashMap<String, String>,
     /// Upstream assets by key: host files the task may read through
     /// `asset-path` (copied into its sandbox on first use).
@@ -335,8 +345,22 @@ impl Runner {
         let descriptor = self.describe(&pre).await?;
         descriptor.validate()?;
         let rules = Arc::new(descriptor.outbound_rules()?);
+        let credentials = descriptor
+            .credentials
+            .iter()
+            .map(|credential| {
+                let rule = credential.host.parse::<OutboundRule>().map_err(|source| {
+                    pipeweave_protocol::DescriptorError::OutboundHost {
+                        task: descriptor.id.clone(),
+                        source,
+                    }
+                })?;
+                Ok((rule, credential.clone()))
+            })
+            .collect::<Result<_>>()?;
         let task = Arc::new(LoadedTask {
             code_hash: code_hash.clone(),
+            credentials,
             declared_secrets: descriptor.secrets.clone().into(),
             descriptor,
             rules,
@@ -351,6 +375,8 @@ impl Runner {
         let mut store = self.store(TaskStateParts {
             wasi,
             rules: Arc::clone(&self.no_rules),
+            credentials: Vec::new(),
+            redactor: Arc::default(),
             memory_limit: self.config.default_memory_limit_bytes,
             deadline: Instant::now() + self.config.describe_timeout,
             cancel: None,
@@ -406,18 +432,31 @@ impl Runner {
             .min(self.config.engine.max_memory_bytes);
         let deadline = started + timeout;
 
+        // The task sees only the secrets it declared, and no sink sees
+        // their values.
+        let secrets: HashMap<String, String> = request
+            .secrets
+            .into_iter()
+            .filter(|(name, _)| task.declared_secrets.contains(name))
+            .collect();
+        let redactor = Arc::new(Redactor::new(
+            secrets
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.as_str())),
+        ));
+        let events: Arc<dyn EventSink> = if redactor.is_empty() {
+            request.events
+        } else {
+            Arc::new(RedactingSink::new(request.events, Arc::clone(&redactor)))
+        };
+        let credentials = injected_credentials(task, &secrets, events.as_ref());
+
         let sandbox = self.sandboxes.acquire()?;
         let budget = Arc::new(LogBudget::new(self.config.max_log_bytes));
-        let stdout = CapturedStream::new(
-            StdStream::Stdout,
-            Arc::clone(&request.events),
-            Arc::clone(&budget),
-        );
-        let stderr = CapturedStream::new(
-            StdStream::Stderr,
-            Arc::clone(&request.events),
-            Arc::clone(&budget),
-        );
+        let stdout =
+            CapturedStream::new(StdStream::Stdout, Arc::clone(&events), Arc::clone(&budget));
+        let stderr =
+            CapturedStream::new(StdStream::Stderr, Arc::clone(&events), Arc::clone(&budget));
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(stdout.clone())
             .stderr(stderr.clone())
@@ -433,13 +472,15 @@ impl Runner {
         let mut store = self.store(TaskStateParts {
             wasi: wasi.build(),
             rules: Arc::clone(&task.rules),
+            credentials,
+            redactor: Arc::clone(&redactor),
             memory_limit,
             deadline,
             cancel: request.cancel.clone(),
-            sink: Arc::clone(&request.events),
+            sink: events,
             budget,
             declared_secrets: Arc::clone(&task.declared_secrets),
-            secrets: Arc::new(request.secrets),
+            secrets: Arc::new(secrets),
             sandbox: Some(sandbox),
             upstream_assets: Arc::new(request.upstream_assets),
         });
@@ -490,7 +531,9 @@ impl Runner {
         stdout.flush_partial();
         stderr.flush_partial();
 
-        let outcome = self.classify(task, store.data(), ended, timeout, memory_limit);
+        let outcome = self
+            .classify(task, store.data(), ended, timeout, memory_limit)
+            .map_err(|failure| redact_failure(failure, &redactor));
         let state = store.into_data();
         let succeeded = outcome.is_ok();
         Ok(RunReport {
@@ -659,6 +702,66 @@ impl Runner {
     }
 }
 
+/// The task's credentials whose secrets the attempt was handed, as headers
+/// ready to add. A credential whose secret is missing, or cannot be sent in
+/// a header, is left out with a warning in the attempt's log.
+fn injected_credentials(
+    task: &LoadedTask,
+    secrets: &HashMap<String, String>,
+    events: &dyn EventSink,
+) -> Vec<InjectedCredential> {
+    let warn = |message: String| {
+        events.event(RunEvent::Log {
+            level: LogLevel::Warn,
+            message,
+        });
+    };
+    let mut injected = Vec::new();
+    for (rule, credential) in &task.credentials {
+        let Some(value) = secrets.get(&credential.secret) else {
+            warn(format!(
+                "the credential for {} is not sent: secret `{}` is not set",
+                credential.host, credential.secret
+            ));
+            continue;
+        };
+        let name = http::HeaderName::from_bytes(credential.header_name().as_bytes());
+        let value = http::HeaderValue::from_str(&credential.header_value(value));
+        match (name, value) {
+            (Ok(name), Ok(mut value)) => {
+                value.set_sensitive(true);
+                injected.push(InjectedCredential {
+                    rule: rule.clone(),
+                    name,
+                    value,
+                });
+            }
+            _ => warn(format!(
+                "the credential for {} is not sent: secret `{}` has characters an HTTP header cannot carry",
+                credential.host, credential.secret
+            )),
+        }
+    }
+    injected
+}
+
+/// A failure with every secret value replaced in its message, code and
+/// details.
+fn redact_failure(failure: Failure, redactor: &Redactor) -> Failure {
+    if redactor.is_empty() {
+        return failure;
+    }
+    Failure {
+        message: redactor.redact_string(failure.message),
+        code: failure.code.map(|code| redactor.redact_string(code)),
+        details: failure.details.map(|mut details| {
+            redactor.redact_json(&mut details);
+            details
+        }),
+        ..failure
+    }
+}
+
 /// How a call into the guest ended.
 enum CallEnd {
     /// The component could not be instantiated.
@@ -774,6 +877,15 @@ fn from_wit_descriptor(d: types::Descriptor) -> TaskDescriptor {
         }),
         outbound_hosts: d.outbound_hosts,
         secrets: d.secrets,
+        credentials: d
+            .credentials
+            .into_iter()
+            .map(|c| pipeweave_protocol::Credential {
+                host: c.host,
+                secret: c.secret,
+                header: c.header,
+            })
+            .collect(),
         memory_limit_bytes: d.memory_limit_bytes,
     }
 }

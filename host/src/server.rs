@@ -16,8 +16,12 @@
 //!    runner's compiled cache serves it;
 //! 4. hydrates the input: inline (`initialInput`) or read from `inputPath`
 //!    through the dispatch's storage token;
-//! 5. runs the attempt; on success stores its assets and a large output
-//!    (dehydration); either way stores its log (`logsPath`);
+//! 5. runs the attempt, handing it the secrets its task declared from the
+//!    host's [`SecretStore`]; while it runs, rewrites its log object with
+//!    the log so far at the heartbeat interval whenever new lines arrived
+//!    (so the log can be followed live); on success stores its assets and
+//!    a large output (dehydration); either way stores its final log
+//!    (`logsPath`);
 //! 6. reports with `POST /api/callback/{runId}`, retrying while the
 //!    orchestrator is unreachable.
 //!
@@ -48,6 +52,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::{OnceCell, Semaphore};
 
+use crate::secrets::SecretStore;
 use crate::{CancelToken, EventSink, LoadedTask, RunEvent, RunRequest, Runner};
 
 /// How long callbacks are retried while the orchestrator is unreachable.
@@ -70,6 +75,9 @@ pub struct ServerConfig {
     /// The deployment's `PIPEWEAVE_SECRET_KEY`, which opens the storage
     /// token of each dispatch.
     pub secret_key: [u8; 32],
+    /// The secrets tasks may read (a secrets directory or file); each
+    /// attempt is handed only those its task declared.
+    pub secrets: SecretStore,
 }
 
 /// The dispatch server could not start.
@@ -279,8 +287,9 @@ async fn cancel_notice(
 }
 
 /// What an attempt reports as it runs: its latest progress, for the next
-/// heartbeat, and its log as JSON lines, stored when it ends. The runner's
-/// log budget (`max_log_bytes`) bounds the log.
+/// heartbeat, and its log as JSON lines, stored while it runs and when it
+/// ends. The runner's log budget (`max_log_bytes`) bounds the log, and the
+/// runner has redacted secret values from every event before it gets here.
 #[derive(Debug, Default)]
 struct AttemptEvents {
     progress: Mutex<Option<(u8, Option<String>)>>,
@@ -326,6 +335,14 @@ impl EventSink for AttemptEvents {
     }
 }
 
+impl AttemptEvents {
+    /// A copy of the log so far, if it is longer than `uploaded` bytes.
+    fn log_if_longer(&self, uploaded: usize) -> Option<Vec<u8>> {
+        let log = self.log.lock().ok()?;
+        (log.len() > uploaded).then(|| log.clone())
+    }
+}
+
 /// Set when the orchestrator no longer wants an attempt's result (it was
 /// cancelled or superseded), so no callback is sent.
 #[derive(Debug, Default)]
@@ -348,18 +365,27 @@ async fn run_attempt(host: Arc<Host>, dispatch: Dispatch) {
         in_flight,
         events.clone(),
     ));
+    let mut live_log = tokio::spawn(live_log_loop(
+        host.clone(),
+        dispatch.clone(),
+        events.clone(),
+    ));
     let callback = {
         let _slot = host.slots.acquire().await;
         if cancel.is_cancelled() {
             None
         } else {
             let mut callback = execute(&host, &dispatch, cancel.clone(), events.clone()).await;
+            // An interim upload must not land after the final one.
+            live_log.abort();
+            let _ = (&mut live_log).await;
             if !abandoned.0.load(std::sync::atomic::Ordering::SeqCst) {
                 callback.logs_path = store_log(&host, &dispatch, &events).await;
             }
             Some(callback)
         }
     };
+    live_log.abort();
     heartbeats.abort();
     let Some(callback) = callback else { return };
     if abandoned.0.load(std::sync::atomic::Ordering::SeqCst) {
@@ -576,6 +602,7 @@ async fn execute(
     request.attempt = dispatch.attempt;
     request.code_version = dispatch.code_version;
     request.previous_attempts = dispatch.previous_attempts.clone();
+    request.secrets = host.config.secrets.for_task(task.descriptor());
     request.upstream = hydrated.upstream.clone();
     request.upstream_assets = hydrated.upstream_assets.clone();
     request.timeout = Some(Duration::from_millis(dispatch.timeout_ms));
@@ -775,8 +802,31 @@ async fn read_stored(host: &Host, dispatch: &Dispatch) -> Result<Hydrated, Stora
     Ok(hydrated)
 }
 
+/// Where the attempt's log is stored: `runs/{prefix}/logs/{runId}/{attempt}.jsonl`
+/// in the backend its storage token opens.
+fn log_location(
+    host: &Host,
+    dispatch: &Dispatch,
+) -> Result<
+    (
+        Arc<dyn ObjectStore>,
+        pipeweave_storage::object_store::path::Path,
+    ),
+    String,
+> {
+    let (grant, store) = open_storage(host, dispatch, "has a log")?;
+    let path = grant
+        .scope
+        .check(
+            Access::Write,
+            &layout::logs(run_prefix(dispatch), &dispatch.run_id, dispatch.attempt),
+        )
+        .map_err(|error| error.to_string())?;
+    Ok((store, path))
+}
+
 /// Stores the attempt's log, if it has one, at
-/// `runs/{runId}/logs/{runId}/{attempt}.jsonl`, whether it succeeded or
+/// `runs/{prefix}/logs/{runId}/{attempt}.jsonl`, whether it succeeded or
 /// failed: a failed attempt's log is what its dead-letter entry shows.
 /// Returns its path. The log is diagnostic, so a failure to store it is
 /// logged here and does not fail the attempt.
@@ -791,14 +841,7 @@ async fn store_log(host: &Host, dispatch: &Dispatch, events: &AttemptEvents) -> 
     }
     let run_id = &dispatch.run_id;
     let stored = async {
-        let (grant, store) = open_storage(host, dispatch, "has a log")?;
-        let path = grant
-            .scope
-            .check(
-                Access::Write,
-                &layout::logs(run_prefix(dispatch), run_id, dispatch.attempt),
-            )
-            .map_err(|error| error.to_string())?;
+        let (store, path) = log_location(host, dispatch)?;
         store
             .put(&path, log.into())
             .await
@@ -809,6 +852,56 @@ async fn store_log(host: &Host, dispatch: &Dispatch, events: &AttemptEvents) -> 
     stored
         .inspect_err(|error| tracing::warn!(%run_id, attempt = dispatch.attempt, "the attempt's log was not stored: {error}"))
         .ok()
+}
+
+/// The shortest time between two interim uploads of a log.
+const MIN_LIVE_LOG_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Stores the attempt's log so far while it runs, at the heartbeat
+/// interval and only when new lines arrived since the last upload, at the
+/// same path as the final log, so `pipeweave logs -f` can follow a run by
+/// polling it. [`run_attempt`] stops this before the final [`store_log`],
+/// which replaces the object. A failed interim upload is logged (a warning
+/// the first time, then at debug) and never fails the attempt.
+async fn live_log_loop(host: Arc<Host>, dispatch: Dispatch, events: Arc<AttemptEvents>) {
+    if dispatch.storage_token.is_none() {
+        return;
+    }
+    let interval = Duration::from_millis(dispatch.heartbeat_interval_ms).max(MIN_LIVE_LOG_INTERVAL);
+    let (run_id, attempt) = (&dispatch.run_id, dispatch.attempt);
+    let mut location = None;
+    let mut uploaded = 0;
+    let mut warned = false;
+    loop {
+        tokio::time::sleep(interval).await;
+        let Some(log) = events.log_if_longer(uploaded) else {
+            continue;
+        };
+        let (store, path) = match &location {
+            Some(location) => location,
+            None => match log_location(&host, &dispatch) {
+                Ok(found) => location.insert(found),
+                Err(error) => {
+                    tracing::warn!(%run_id, attempt, "the attempt's log cannot be stored while it runs: {error}");
+                    return;
+                }
+            },
+        };
+        let length = log.len();
+        match store.put(path, log.into()).await {
+            Ok(_) => {
+                uploaded = length;
+                tracing::debug!(%run_id, attempt, bytes = length, "stored the log so far");
+            }
+            Err(error) if !warned => {
+                warned = true;
+                tracing::warn!(%run_id, attempt, "cannot store the log so far (retrying at the next interval): {error}");
+            }
+            Err(error) => {
+                tracing::debug!(%run_id, attempt, "cannot store the log so far: {error}");
+            }
+        }
+    }
 }
 
 /// Stores a successful attempt's results where its storage token allows

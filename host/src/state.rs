@@ -1,6 +1,7 @@
 //! What one attempt's wasmtime store holds, and the host functions the guest
-//! calls: WASI and wasi-http contexts, the outbound policy, the memory
-//! limiter, the sandbox, secrets, assets and the event sink.
+//! calls: WASI and wasi-http contexts, the outbound policy (with the
+//! credentials the host adds), the memory limiter, the sandbox, secrets,
+//! assets and the event sink.
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use cap_std::fs::Dir;
-use pipeweave_protocol::{AssetKind, LogLevel, OutboundRules};
+use pipeweave_protocol::{AssetKind, LogLevel, OutboundRule, OutboundRules};
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -18,6 +19,7 @@ use crate::bindings::{runtime, types};
 use crate::cancel::CancelToken;
 use crate::events::{EventSink, LogBudget, RunEvent, emit_line};
 use crate::sandbox::SandboxDir;
+use crate::secrets::Redactor;
 
 /// Why the host stopped a guest from outside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,20 +82,40 @@ impl ResourceLimiter for MemoryLimiter {
     }
 }
 
-/// The outbound allow-list, enforced in the one place every `wasi:http`
-/// request passes through.
+/// A header the host adds to the requests that one declared outbound host
+/// entry matches: a task's [`pipeweave_protocol::Credential`] with its
+/// secret's value filled in.
+pub(crate) struct InjectedCredential {
+    /// The declared entry the credential names.
+    pub(crate) rule: OutboundRule,
+    /// The header.
+    pub(crate) name: http::HeaderName,
+    /// Its value, marked sensitive so it is never printed.
+    pub(crate) value: http::HeaderValue,
+}
+
+/// The outbound allow-list and the credentials the host adds, enforced in
+/// the one place every `wasi:http` request passes through.
 pub(crate) struct OutboundPolicy {
     rules: Arc<OutboundRules>,
+    credentials: Vec<InjectedCredential>,
+    redactor: Arc<Redactor>,
     /// `scheme://authority` of every request let through.
     pub(crate) contacted: Vec<String>,
-    /// Every request refused, as the URI the guest asked for.
+    /// Every request refused, as the URI the guest asked for (redacted).
     pub(crate) denied: Vec<String>,
 }
 
 impl OutboundPolicy {
-    pub(crate) fn new(rules: Arc<OutboundRules>) -> Self {
+    pub(crate) fn new(
+        rules: Arc<OutboundRules>,
+        credentials: Vec<InjectedCredential>,
+        redactor: Arc<Redactor>,
+    ) -> Self {
         Self {
             rules,
+            credentials,
+            redactor,
             contacted: Vec::new(),
             denied: Vec::new(),
         }
@@ -112,22 +134,37 @@ type SendRequestFuture = Box<
 impl WasiHttpHooks for OutboundPolicy {
     fn send_request(
         &mut self,
-        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        mut request: http::Request<wasmtime_wasi_http::WasiBody>,
         options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> SendRequestFuture {
-        let uri = request.uri();
+        let uri = request.uri().clone();
         let scheme = uri.scheme_str().unwrap_or("");
         let host = uri.host().unwrap_or("");
-        if !self.rules.allows(scheme, host, uri.port_u16()) {
-            tracing::warn!(uri = %uri, "outbound request denied: host not declared");
-            self.denied.push(uri.to_string());
+        let port = uri.port_u16();
+        if !self.rules.allows(scheme, host, port) {
+            let shown = self.redactor.redact(&uri.to_string()).into_owned();
+            tracing::warn!(uri = %shown, "outbound request denied: host not declared");
+            self.denied.push(shown);
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        // Each hop of a redirect is a new request here, so a credential
+        // never follows a redirect to a host its entry does not match; a
+        // header the guest set itself is left as it is.
+        for credential in &self.credentials {
+            if credential.rule.allows(scheme, host, port)
+                && !request.headers().contains_key(&credential.name)
+            {
+                request
+                    .headers_mut()
+                    .insert(credential.name.clone(), credential.value.clone());
+            }
         }
         let origin = match uri.authority() {
             Some(authority) => format!("{scheme}://{authority}"),
             None => uri.to_string(),
         };
+        let origin = self.redactor.redact_string(origin);
         if !self.contacted.contains(&origin) {
             self.contacted.push(origin);
         }
@@ -183,6 +220,8 @@ pub(crate) struct TaskState {
 pub(crate) struct TaskStateParts {
     pub(crate) wasi: WasiCtx,
     pub(crate) rules: Arc<OutboundRules>,
+    pub(crate) credentials: Vec<InjectedCredential>,
+    pub(crate) redactor: Arc<Redactor>,
     pub(crate) memory_limit: u64,
     pub(crate) deadline: Instant,
     pub(crate) cancel: Option<CancelToken>,
@@ -200,7 +239,7 @@ impl TaskState {
             table: ResourceTable::new(),
             wasi: parts.wasi,
             http: WasiHttpCtx::new(),
-            outbound: OutboundPolicy::new(parts.rules),
+            outbound: OutboundPolicy::new(parts.rules, parts.credentials, parts.redactor),
             limiter: MemoryLimiter::new(parts.memory_limit),
             deadline: parts.deadline,
             cancel: parts.cancel,

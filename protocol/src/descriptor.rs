@@ -161,6 +161,41 @@ impl Idempotency {
     }
 }
 
+/// A credential the host adds to the task's outbound requests to one of its
+/// declared hosts, so the task never handles the secret's value: the host
+/// sets `header` (default `Authorization`, as `Bearer <value>`; any other
+/// header gets the raw value) on every request that `host` matches, unless
+/// the task set that header itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Credential {
+    /// One of the task's `outboundHosts` entries, exactly as declared; the
+    /// credential goes to the requests that entry matches.
+    pub host: String,
+    /// One of the task's declared `secrets`: the value sent.
+    pub secret: String,
+    /// The header to set; `None` is `Authorization: Bearer <value>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+}
+
+impl Credential {
+    /// The header name the credential sets.
+    pub fn header_name(&self) -> &str {
+        self.header.as_deref().unwrap_or("authorization")
+    }
+
+    /// The header value for the secret's value: `Bearer <value>` for
+    /// `Authorization` by default, the raw value for a named header.
+    pub fn header_value(&self, secret_value: &str) -> String {
+        match self.header {
+            None => format!("Bearer {secret_value}"),
+            Some(_) => secret_value.to_owned(),
+        }
+    }
+}
+
 /// Everything the host and the orchestrator need to know about a task before
 /// running it. Defaults are the spec's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -213,6 +248,10 @@ pub struct TaskDescriptor {
     /// Names of the secrets the task may read.
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// Secrets the host sends as request headers to declared hosts (see
+    /// [`Credential`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<Credential>,
     /// Upper bound on the task's memory in bytes; `None` takes the host's
     /// default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -251,7 +290,35 @@ pub fn is_valid_task_id(id: &str) -> bool {
         && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
-fn is_valid_secret_name(name: &str) -> bool {
+/// An HTTP header name: one or more token characters (RFC 9110).
+fn is_valid_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'!' | b'#'
+                        | b'$'
+                        | b'%'
+                        | b'&'
+                        | b'\''
+                        | b'*'
+                        | b'+'
+                        | b'-'
+                        | b'.'
+                        | b'^'
+                        | b'_'
+                        | b'`'
+                        | b'|'
+                        | b'~'
+                )
+        })
+}
+
+/// Whether `name` may name a secret: 1 to 128 letters, digits, `-`, `_` or
+/// `.`. Secret stores (a directory of files, `.secrets.yaml`) use the same
+/// rule for the names they hold.
+pub fn is_valid_secret_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
         && name
@@ -291,6 +358,7 @@ impl TaskDescriptor {
             idempotency: None,
             outbound_hosts: Vec::new(),
             secrets: Vec::new(),
+            credentials: Vec::new(),
             memory_limit_bytes: None,
         }
     }
@@ -407,6 +475,38 @@ impl TaskDescriptor {
         self
     }
 
+    /// Has the host send the secret `secret` as `Authorization: Bearer
+    /// <value>` on requests to `host`, which must be one of the declared
+    /// outbound hosts, exactly as declared (`secret` must be declared too).
+    /// A request that sets `Authorization` itself keeps its own.
+    #[must_use]
+    pub fn credential(mut self, host: impl Into<String>, secret: impl Into<String>) -> Self {
+        self.credentials.push(Credential {
+            host: host.into(),
+            secret: secret.into(),
+            header: None,
+        });
+        self
+    }
+
+    /// Has the host send the secret `secret`'s raw value in the header
+    /// `header` (such as `X-API-Key`) on requests to `host`, which must be
+    /// one of the declared outbound hosts, exactly as declared.
+    #[must_use]
+    pub fn credential_header(
+        mut self,
+        host: impl Into<String>,
+        secret: impl Into<String>,
+        header: impl Into<String>,
+    ) -> Self {
+        self.credentials.push(Credential {
+            host: host.into(),
+            secret: secret.into(),
+            header: Some(header.into()),
+        });
+        self
+    }
+
     /// Sets the upper bound on the task's memory, in bytes.
     #[must_use]
     pub fn memory_limit_bytes(mut self, bytes: u64) -> Self {
@@ -496,7 +596,49 @@ impl TaskDescriptor {
         if self.memory_limit_bytes == Some(0) {
             return Err(invalid("memoryLimitBytes", "must be more than 0".into()));
         }
-        self.outbound_rules().map(drop)
+        self.outbound_rules()?;
+        self.validate_credentials()
+            .map_err(|reason| invalid("credentials", reason))
+    }
+
+    fn validate_credentials(&self) -> Result<(), String> {
+        let mut seen: Vec<(&str, String)> = Vec::new();
+        for credential in &self.credentials {
+            let Credential { host, secret, .. } = credential;
+            if !self.outbound_hosts.contains(host) {
+                return Err(format!(
+                    "host {host:?} is not one of outboundHosts {:?}; use an entry exactly as declared",
+                    self.outbound_hosts
+                ));
+            }
+            if !self.secrets.contains(secret) {
+                return Err(format!(
+                    "secret {secret:?} (for host {host:?}) is not one of the declared secrets {:?}",
+                    self.secrets
+                ));
+            }
+            let header = credential.header_name().to_ascii_lowercase();
+            if !is_valid_header_name(&header) {
+                return Err(format!(
+                    "header {header:?} (for host {host:?}) is not a valid HTTP header name"
+                ));
+            }
+            if matches!(
+                header.as_str(),
+                "host" | "content-length" | "transfer-encoding" | "connection" | "te" | "upgrade"
+            ) {
+                return Err(format!(
+                    "header {header:?} (for host {host:?}) cannot carry a credential"
+                ));
+            }
+            if seen.iter().any(|(h, name)| *h == host && *name == header) {
+                return Err(format!(
+                    "host {host:?} has two credentials for the header {header:?}"
+                ));
+            }
+            seen.push((host, header));
+        }
+        Ok(())
     }
 }
 
@@ -570,5 +712,79 @@ mod tests {
             }),
             "secrets"
         );
+    }
+
+    #[test]
+    fn credentials_name_a_declared_host_and_secret() {
+        let base = TaskDescriptor::new("download")
+            .outbound_hosts(["api.example.com", "*.files.example.com"])
+            .secrets(["api-token", "api-key"]);
+        let ok = base
+            .clone()
+            .credential("api.example.com", "api-token")
+            .credential_header("*.files.example.com", "api-key", "X-API-Key");
+        assert_eq!(ok.validate(), Ok(()));
+        let reason = |d: TaskDescriptor| match d.validate() {
+            Err(DescriptorError::Invalid {
+                field: "credentials",
+                reason,
+                ..
+            }) => reason,
+            other => panic!("expected a credentials error, got {other:?}"),
+        };
+        assert!(
+            reason(base.clone().credential("other.example.com", "api-token"))
+                .contains("not one of outboundHosts")
+        );
+        assert!(
+            reason(base.clone().credential("api.example.com", "missing"))
+                .contains("not one of the declared secrets")
+        );
+        assert!(
+            reason(
+                base.clone()
+                    .credential_header("api.example.com", "api-key", "X API Key")
+            )
+            .contains("not a valid HTTP header name")
+        );
+        assert!(
+            reason(
+                base.clone()
+                    .credential_header("api.example.com", "api-key", "Host")
+            )
+            .contains("cannot carry a credential")
+        );
+        assert!(
+            reason(
+                base.credential("api.example.com", "api-token")
+                    .credential_header("api.example.com", "api-key", "Authorization")
+            )
+            .contains("two credentials")
+        );
+    }
+
+    #[test]
+    fn credentials_are_camel_case_json_and_optional() {
+        let d = TaskDescriptor::new("download")
+            .outbound_host("api.example.com")
+            .secret("api-key")
+            .credential_header("api.example.com", "api-key", "X-API-Key");
+        let json = serde_json::to_value(&d).expect("serializes");
+        assert_eq!(
+            json["credentials"],
+            serde_json::json!([{"host": "api.example.com", "secret": "api-key", "header": "X-API-Key"}])
+        );
+        let plain = serde_json::to_value(TaskDescriptor::new("plain")).expect("serializes");
+        assert!(plain.get("credentials").is_none(), "{plain}");
+        let old: TaskDescriptor =
+            serde_json::from_str(r#"{"id":"old","secrets":["a"]}"#).expect("parses");
+        assert!(old.credentials.is_empty());
+        let bearer = Credential {
+            host: "h".into(),
+            secret: "s".into(),
+            header: None,
+        };
+        assert_eq!(bearer.header_name(), "authorization");
+        assert_eq!(bearer.header_value("v"), "Bearer v");
     }
 }

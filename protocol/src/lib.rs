@@ -11,7 +11,8 @@
 //! - `code_hash` (feature `code-hash`, on by default): `CodeHash`, the
 //!   identity of a task's code (the SHA-256 of a component's bytes).
 //! - [`descriptor`]: [`TaskDescriptor`], a task's id, scheduling options and
-//!   sandbox grants, with the spec's defaults and validation.
+//!   sandbox grants (outbound hosts, secrets, [`Credential`]s), with the
+//!   spec's defaults and validation.
 //! - [`outbound`]: [`OutboundRule`], the parsed form of a declared outbound
 //!   host and the one function that decides whether a request may go out.
 //! - [`failure`]: [`FailureReason`], why an attempt failed, and the error
@@ -31,7 +32,7 @@ pub use attempt::PreviousAttempt;
 #[cfg(feature = "code-hash")]
 pub use code_hash::{CodeHash, InvalidCodeHash};
 pub use descriptor::{
-    AssetKind, DescriptorError, Idempotency, LogLevel, RetryBackoff, TaskDescriptor,
+    AssetKind, Credential, DescriptorError, Idempotency, LogLevel, RetryBackoff, TaskDescriptor,
 };
 pub use failure::FailureReason;
 pub use outbound::{InvalidOutboundRule, OutboundRule, OutboundRules};

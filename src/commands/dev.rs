@@ -179,6 +179,7 @@ async fn serve_and_run(
         // The dev orchestrator is private and has no API key.
         api_key: None,
         secret_key,
+        secrets: pipeweave_host::SecretStore::empty(),
     };
     let host_stop = shutdown.clone();
     let host = tokio::spawn(pipeweave_host::server::serve(

@@ -4,12 +4,12 @@
 //! `pipeweave run`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use pipeweave_host::server::ServerConfig;
-use pipeweave_host::{Runner, RunnerConfig};
+use pipeweave_host::{Runner, RunnerConfig, SecretStore};
 
 use crate::cli::{CommandError, exit};
 
@@ -46,6 +46,29 @@ pub(crate) struct HostArgs {
     /// PIPEWEAVE_SECRET_KEY. It opens the storage token of each dispatch.
     #[arg(long, env = "PIPEWEAVE_SECRET_KEY", hide_env_values = true)]
     secret_key: Option<String>,
+    /// A directory of secrets for tasks, one file per secret: the file
+    /// name is the secret's name, its contents (minus one trailing newline)
+    /// the value, as a Kubernetes or Docker secret mount has them. Each
+    /// attempt gets only the secrets its task declared.
+    #[arg(long, env = "PIPEWEAVE_SECRETS_DIR", value_name = "DIR")]
+    secrets_dir: Option<PathBuf>,
+    /// A YAML file of secrets for tasks, `name: value` per line (such as
+    /// `.secrets.yaml`); with --secrets-dir too, the file wins on a name
+    /// both hold.
+    #[arg(long, env = "PIPEWEAVE_SECRETS_FILE", value_name = "FILE")]
+    secrets_file: Option<PathBuf>,
+}
+
+/// The secrets of `--secrets-dir` and `--secrets-file`, if given.
+fn load_secrets(dir: Option<&Path>, file: Option<&Path>) -> anyhow::Result<SecretStore> {
+    let mut secrets = SecretStore::empty();
+    if let Some(dir) = dir {
+        secrets = SecretStore::from_dir(dir).context("--secrets-dir")?;
+    }
+    if let Some(file) = file {
+        secrets = secrets.merged(&SecretStore::from_yaml_file(file).context("--secrets-file")?);
+    }
+    Ok(secrets)
 }
 
 /// Serves until Ctrl-C or SIGTERM.
@@ -70,6 +93,8 @@ pub(crate) async fn run(args: HostArgs) -> Result<u8, CommandError> {
             pipeweave_storage::parse_secret_key(key)
                 .map_err(|error| anyhow::anyhow!("PIPEWEAVE_SECRET_KEY is invalid: {error}"))
         })
+        .map_err(CommandError::usage)?;
+    let secrets = load_secrets(args.secrets_dir.as_deref(), args.secrets_file.as_deref())
         .map_err(CommandError::usage)?;
     let capacity = args
         .capacity
@@ -103,8 +128,9 @@ pub(crate) async fn run(args: HostArgs) -> Result<u8, CommandError> {
         capacity,
         api_key: args.api_key.filter(|key| !key.is_empty()),
         secret_key,
+        secrets,
     };
-    tracing::info!(%address, capacity, host_id = %config.host_id, "host started");
+    tracing::info!(%address, capacity, host_id = %config.host_id, secrets = config.secrets.len(), "host started");
     println!("listening on http://{address}");
     pipeweave_host::server::serve(listener, Arc::new(runner), config, super::stop_signal())
         .await

@@ -13,7 +13,7 @@ use clap::Args;
 use pipeweave_host::human::{format_bytes, format_duration};
 use pipeweave_host::{
     EngineConfig, EventSink, Failure, RunEvent, RunReport, RunRequest, Runner, RunnerConfig,
-    StdStream,
+    SecretStore, StdStream,
 };
 use serde_json::{Value, json};
 
@@ -34,6 +34,9 @@ Examples:
 
   # Give the task a declared secret and keep the assets it writes
   pipeweave run task.wasm --secret api-token=$TOKEN --keep-assets ./out
+
+  # Secrets from a file (a task crate's own .secrets.yaml is read by default)
+  pipeweave run task.wasm --secrets-file .secrets.yaml
 
   # Machine-readable report
   pipeweave run task.wasm --input '{}' --json | jq .status
@@ -78,6 +81,12 @@ pub(crate) struct RunArgs {
     /// secrets it declared.
     #[arg(long = "secret", value_name = "NAME[=VALUE]")]
     secrets: Vec<String>,
+
+    /// A YAML file of secrets, `name: value` per line. Default: the task
+    /// crate's `.secrets.yaml`, when it has one. `--secret` wins on a name
+    /// both give.
+    #[arg(long, value_name = "FILE")]
+    secrets_file: Option<PathBuf>,
 
     /// Wall-clock limit, overriding the task's own (`500ms`, `30s`, `2m`).
     #[arg(long, value_parser = parse::duration)]
@@ -154,6 +163,15 @@ pub(crate) fn default_cache_dir() -> Option<PathBuf> {
     Some(base.join("pipeweave").join("components"))
 }
 
+/// The secrets file: `--secrets-file`, or the task crate's `.secrets.yaml`
+/// when the task is a crate that has one.
+fn secrets_file(args: &RunArgs) -> Option<PathBuf> {
+    args.secrets_file.clone().or_else(|| {
+        let default = args.component.join(".secrets.yaml");
+        (args.component.is_dir() && default.is_file()).then_some(default)
+    })
+}
+
 /// Builds the request from the arguments; every error here is a usage error.
 fn build_request(args: &RunArgs, events: Arc<dyn EventSink>) -> anyhow::Result<RunRequest> {
     let mut request = RunRequest::new(parse::json(&args.input, "--input")?);
@@ -166,7 +184,13 @@ fn build_request(args: &RunArgs, events: Arc<dyn EventSink>) -> anyhow::Result<R
         let (key, path) = parse::key_file(asset, "--asset")?;
         request.upstream_assets.insert(key, path);
     }
-    let mut secrets = HashMap::new();
+    let mut secrets: HashMap<String, String> = match secrets_file(args) {
+        Some(file) => SecretStore::from_yaml_file(&file)?
+            .iter()
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
+            .collect(),
+        None => HashMap::new(),
+    };
     for secret in &args.secrets {
         let (name, value) = match secret.split_once('=') {
             Some((name, value)) => (name.to_owned(), value.to_owned()),

@@ -31,7 +31,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 /// The example guests, by the name of their `.wasm`.
-pub const GUESTS: &[&str] = &["hello", "fetch", "assets", "misbehave", "noop"];
+pub const GUESTS: &[&str] = &["hello", "fetch", "assets", "misbehave", "noop", "secrets"];
 
 /// Example crates whose tasks are example targets, one component each
 /// (`release/examples/{task}.wasm`, hyphens as underscores).

@@ -7,6 +7,7 @@ mod failures;
 mod limits;
 mod network;
 mod sandbox;
+mod secrets;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
