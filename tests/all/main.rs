@@ -4,6 +4,7 @@
 mod guest_builds;
 mod orchestrator;
 mod run_command;
+mod secrets;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -19,7 +19,7 @@ use super::{path_str, pipeweave};
 const SECRET: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
 
 /// A test database migrated by `pipeweave db migrate`.
-fn database() -> String {
+pub(super) fn database() -> String {
     pipeweave_testkit::postgres::migrated_database(|url| {
         let output = pipeweave(&["db", "migrate", "--database-url", url]);
         assert!(
@@ -32,7 +32,7 @@ fn database() -> String {
 
 /// The local storage backend every orchestrator here uses (objects are
 /// keyed by run id and code hash, so they can share it).
-fn storage_dir() -> std::path::PathBuf {
+pub(super) fn storage_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-storage")
 }
 
@@ -44,7 +44,7 @@ fn free_port() -> u16 {
 }
 
 /// `pipeweave orchestrator` on `port` (0 for any).
-fn orchestrator(database_url: &str, port: u16) -> Server {
+pub(super) fn orchestrator(database_url: &str, port: u16) -> Server {
     orchestrator_with_env(database_url, port, &[])
 }
 
@@ -84,7 +84,12 @@ fn host_with_args(orchestrator_url: &str, id: &str, capacity: u32, extra: &[&str
 }
 
 /// The command that starts `pipeweave host`.
-fn host_command(orchestrator_url: &str, id: &str, capacity: u32, extra: &[&str]) -> Command {
+pub(super) fn host_command(
+    orchestrator_url: &str,
+    id: &str,
+    capacity: u32,
+    extra: &[&str],
+) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_pipeweave"));
     command
         .args([
@@ -106,7 +111,7 @@ fn host_command(orchestrator_url: &str, id: &str, capacity: u32, extra: &[&str])
     command
 }
 
-fn register(orchestrator_url: &str, guest: &str) {
+pub(super) fn register(orchestrator_url: &str, guest: &str) {
     register_with_args(orchestrator_url, guest, &[]);
 }
 
@@ -127,12 +132,12 @@ fn register_with_args(orchestrator_url: &str, guest: &str, extra: &[&str]) {
     );
 }
 
-fn client() -> reqwest::Client {
+pub(super) fn client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
 }
 
-async fn enqueue(url: &str, task_id: &str, input: Value) -> Result<String> {
+pub(super) async fn enqueue(url: &str, task_id: &str, input: Value) -> Result<String> {
     let answer: Value = client()
         .post(format!("{url}/api/queue/task"))
         .json(&json!({ "taskId": task_id, "input": input }))
@@ -172,7 +177,7 @@ async fn poll(
 }
 
 /// Waits until a task run ends and returns it.
-async fn wait_final(url: &str, run_id: &str, patience: Duration) -> Result<Value> {
+pub(super) async fn wait_final(url: &str, run_id: &str, patience: Duration) -> Result<Value> {
     poll(url, &format!("/api/task-runs/{run_id}"), patience, |run| {
         matches!(
             run["status"].as_str(),
