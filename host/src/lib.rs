@@ -6,8 +6,10 @@
 //! or taking the compiled artifact from its cache) and then runs attempts:
 //! each gets a fresh store with a memory limit, a wall-clock deadline
 //! enforced by epoch interruption, an empty temporary directory as its only
-//! filesystem, an empty environment, and outbound HTTP limited to the hosts
-//! the task declared. Whatever the guest does — return, fail, trap, panic,
+//! filesystem, an empty environment, outbound HTTP limited to the hosts the
+//! task declared (carrying the credentials it declared, added by the host),
+//! and only the secrets it declared, whose values are redacted from what it
+//! reports. Whatever the guest does — return, fail, trap, panic,
 //! spin, exhaust memory, reach for an undeclared host — ends up in a
 //! [`RunReport`] for that attempt, and the runner carries on.
 //!
