@@ -5,13 +5,17 @@
 //!           └─ extract-tables ┘             └─ archive
 //! ```
 //!
-//! `download`, `extract-text`, `summarize` and `archive` are WebAssembly
-//! tasks built from this crate's example targets (one component each);
-//! `extract-tables` and `notify` are served by the plain HTTP worker in
-//! `examples/python-worker`, which reads the downloaded document through
-//! its storage token. Nothing leaves the machine: `download` makes the
-//! document from its input instead of fetching it (a real one would use
-//! `ctx.http()` with `pdfUrl` in its outbound allow-list).
+//! Every task is a WebAssembly task built from this crate's example targets
+//! (one component each, `tasks/`), so the pipeline runs on hosts alone;
+//! `pipeweave.toml` makes the crate a project (`pipeweave validate`,
+//! `pipeweave test`, `pipeweave dev examples/pdf-pipeline`), and
+//! `tests/fixtures/` holds each task's fixtures. The plain HTTP worker in
+//! `examples/python-worker` serves `extract-tables` and `notify` too, with
+//! the same outputs, reading the downloaded document through its storage
+//! token; the orchestrator's end-to-end test mixes the two. Nothing leaves
+//! the machine: `download` makes the document from its input instead of
+//! fetching it (a real one would use `ctx.http()` with `pdfUrl` in its
+//! outbound allow-list).
 //!
 //! The document is plain text standing in for a PDF: pages separated by a
 //! form feed, table rows starting with `|`. This library holds what the
@@ -83,7 +87,8 @@ pub struct ExtractedText {
     pub first_line: String,
 }
 
-/// What `extract-tables` (the Python worker) returns.
+/// What `extract-tables` returns (the WebAssembly task and the Python
+/// worker's alike).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ExtractedTables {
@@ -108,6 +113,14 @@ pub fn count_words(document: &str) -> u64 {
         .sum()
 }
 
+/// Table rows, header rows included: lines starting with `|`.
+pub fn count_table_rows(document: &str) -> u64 {
+    document
+        .lines()
+        .filter(|line| line.starts_with('|'))
+        .count() as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +136,6 @@ mod tests {
         assert_eq!(document.split(PAGE_BREAK).count(), 3);
         // "Page N of u" (4) + the sentence (9), per page.
         assert_eq!(count_words(&document), 39);
-        assert_eq!(document.lines().filter(|l| l.starts_with('|')).count(), 6);
+        assert_eq!(count_table_rows(&document), 6);
     }
 }
