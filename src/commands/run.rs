@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -165,10 +165,10 @@ pub(crate) fn default_cache_dir() -> Option<PathBuf> {
 
 /// The secrets file: `--secrets-file`, or the task crate's `.secrets.yaml`
 /// when the task is a crate that has one.
-fn secrets_file(args: &RunArgs) -> Option<PathBuf> {
-    args.secrets_file.clone().or_else(|| {
-        let default = args.component.join(".secrets.yaml");
-        (args.component.is_dir() && default.is_file()).then_some(default)
+fn secrets_file(component: &Path, explicit: Option<&Path>) -> Option<PathBuf> {
+    explicit.map(Path::to_path_buf).or_else(|| {
+        let default = component.join(".secrets.yaml");
+        (component.is_dir() && default.is_file()).then_some(default)
     })
 }
 
@@ -184,13 +184,14 @@ fn build_request(args: &RunArgs, events: Arc<dyn EventSink>) -> anyhow::Result<R
         let (key, path) = parse::key_file(asset, "--asset")?;
         request.upstream_assets.insert(key, path);
     }
-    let mut secrets: HashMap<String, String> = match secrets_file(args) {
-        Some(file) => SecretStore::from_yaml_file(&file)?
-            .iter()
-            .map(|(name, value)| (name.to_owned(), value.to_owned()))
-            .collect(),
-        None => HashMap::new(),
-    };
+    let mut secrets: HashMap<String, String> =
+        match secrets_file(&args.component, args.secrets_file.as_deref()) {
+            Some(file) => SecretStore::from_yaml_file(&file)?
+                .iter()
+                .map(|(name, value)| (name.to_owned(), value.to_owned()))
+                .collect(),
+            None => HashMap::new(),
+        };
     for secret in &args.secrets {
         let (name, value) = match secret.split_once('=') {
             Some((name, value)) => (name.to_owned(), value.to_owned()),
@@ -407,4 +408,29 @@ fn print_summary(task_id: &str, report: &RunReport, kept: Option<&std::path::Pat
         ));
     }
     eprintln!("{}", lines.join("\n"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_crate_s_own_secrets_file_is_read_unless_another_is_named() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let crate_dir = dir.path();
+        assert_eq!(secrets_file(crate_dir, None), None);
+        std::fs::write(crate_dir.join(".secrets.yaml"), "a: b\n").expect("write");
+        assert_eq!(
+            secrets_file(crate_dir, None),
+            Some(crate_dir.join(".secrets.yaml"))
+        );
+        let named = Path::new("elsewhere.yaml");
+        assert_eq!(
+            secrets_file(crate_dir, Some(named)),
+            Some(named.to_path_buf())
+        );
+        let component = crate_dir.join("task.wasm");
+        std::fs::write(&component, b"").expect("write");
+        assert_eq!(secrets_file(&component, None), None);
+    }
 }
