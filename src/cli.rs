@@ -15,9 +15,18 @@ pub mod exit {
     /// The command line or its inputs are wrong (bad flag, unreadable
     /// file, invalid JSON, not a task component); nothing ran.
     pub const USAGE: u8 = 2;
-    /// The host itself failed (for example, no sandbox directory could be
-    /// created).
+    /// PipeWeave itself failed: the host (for example, no sandbox
+    /// directory could be created), or the orchestrator answered 5xx.
     pub const INTERNAL: u8 = 3;
+    /// The orchestrator (or, for `db`, the database) cannot be reached.
+    pub const UNREACHABLE: u8 = 4;
+    /// The run, pipeline, service or DLQ entry named does not exist.
+    pub const NOT_FOUND: u8 = 5;
+    /// It exists but is not in a state for that: a run already ended, a
+    /// dead run already retried, a database already initialised.
+    pub const CONFLICT: u8 = 6;
+    /// `--wait` or `--follow` gave up at `--timeout`; the run goes on.
+    pub const TIMED_OUT: u8 = 7;
 }
 
 const TOP_LEVEL_HELP: &str = "\
@@ -25,12 +34,27 @@ Examples:
   pipeweave run examples/hello --input '{\"name\": \"Ada\"}'      build a task crate and run it in a sandbox
   pipeweave run task.wasm --input @input.json --json          run a built component, JSON report
   pipeweave run --help                                        every option of the local runner
+  pipeweave services                                          registered services and their tasks
+  pipeweave trigger my-pipeline -i '{\"key\": \"value\"}' --wait   run a pipeline and follow it to the end
+  pipeweave trigger hello --task -i @input.json --wait        run one task through the queue
+  pipeweave status prun_…                                     a pipeline run as a tree of its task runs
+  pipeweave logs trun_… -f                                    a run's logs, followed live
+  pipeweave dlq list                                          dead runs; then dlq show|retry|retry-all|purge
+  pipeweave db status --url $DATABASE_URL                     applied and pending migrations, runs by state
+
+Client commands take --url (PIPEWEAVE_URL, default http://127.0.0.1:3000),
+--api-key (PIPEWEAVE_API_KEY) and --json (the API's JSON, for scripts).
 
 Exit codes:
   0  success
-  1  the task ran and failed (the reason is printed, and in --json)
-  2  usage error: bad arguments or input, unreadable file, not a task component
-  3  the host itself failed";
+  1  the task or run ran and did not succeed (failed, dead, partial or cancelled)
+  2  usage error: bad arguments or input, unreadable file, not a task component,
+     a request the orchestrator refused (400), a missing or wrong API key
+  3  PipeWeave itself failed: the host, or the orchestrator answered 5xx
+  4  the orchestrator (for db: the database) cannot be reached
+  5  the run, pipeline, service or DLQ entry does not exist
+  6  not in a state for that: the run already ended, already retried, ...
+  7  --wait or --follow reached --timeout; the run goes on";
 
 /// PipeWeave: sandboxed WebAssembly tasks and pipelines.
 #[derive(Debug, Parser)]

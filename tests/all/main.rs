@@ -1,6 +1,7 @@
 //! End-to-end tests of the `pipeweave` binary: the real executable, real
 //! guest components, real processes.
 
+mod cli_client;
 mod guest_builds;
 mod orchestrator;
 mod run_command;
