@@ -84,6 +84,14 @@ pub(crate) fn run_cargo_build(build: &CargoBuild<'_>) -> anyhow::Result<Vec<Path
         .arg(build.manifest)
         .args(&build.args)
         .stdout(Stdio::piped());
+    // Cargo runs in the project (so its rust-toolchain.toml applies); a
+    // relative CARGO_TARGET_DIR still means one under the caller's folder.
+    if let Some(target_dir) = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from)
+        && target_dir.is_relative()
+        && let Ok(here) = std::env::current_dir()
+    {
+        command.env("CARGO_TARGET_DIR", here.join(target_dir));
+    }
     if !build.debug {
         command.arg("--release");
     }

@@ -30,9 +30,6 @@
 //! with one `cargo build`; [`load_tasks`] loads the components, which tells
 //! each task's id and descriptor.
 
-// Parts are used only by the commands still being built this session.
-#![allow(dead_code)]
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -445,11 +442,6 @@ impl Project {
     /// The pipelines the manifest declares.
     pub(crate) fn pipelines(&self) -> &[PipelineSpec] {
         &self.manifest.pipelines
-    }
-
-    /// Which targets are the tasks.
-    pub(crate) fn targets(&self) -> Targets {
-        self.manifest.targets
     }
 
     /// The names of the packages that hold the tasks.
