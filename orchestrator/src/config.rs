@@ -38,9 +38,24 @@ impl LogLevel {
     }
 }
 
+/// Examples for `pipeweave orchestrator --help`.
+const ORCHESTRATOR_HELP: &str = "\
+Examples:
+  DATABASE_URL=postgres://pw@db/pipeweave PIPEWEAVE_SECRET_KEY=$(openssl rand -hex 32) pipeweave orchestrator
+                                      serve on :3000 with local storage in ./pipeweave-storage
+  pipeweave orchestrator --port 8080 --mode serverless
+                                      no background loops: work moves on POST /api/tick
+  LOG_LEVEL=detailed pipeweave orchestrator
+                                      log every request and state change
+
+Every flag falls back to the environment variable named after it. The
+database is migrated at start-up. For everything on one machine with no
+configuration, use `pipeweave dev` instead.";
+
 /// Flags of `pipeweave orchestrator`; each falls back to its environment
 /// variable.
 #[derive(Debug, Clone, clap::Args)]
+#[command(after_help = ORCHESTRATOR_HELP)]
 pub struct Args {
     /// PostgreSQL connection URL.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]

@@ -11,8 +11,19 @@ use pipeweave_protocol::wire::{ModuleUploaded, RegisterRequest, RegisterResponse
 
 use crate::cli::{CommandError, exit};
 
+const HELP: &str = "\
+Examples:
+  pipeweave register target/wasm32-wasip2/release/hello.wasm
+  pipeweave register task.wasm --orchestrator https://pw.example.com --api-key $KEY --service docs
+  pipeweave deploy examples/pdf-pipeline      a whole project: its tasks and pipelines
+
+The component's own describe() supplies the task's descriptor; the
+orchestrator recomputes the SHA-256 of the upload and refuses a mismatch. A
+changed hash registers a new code version of the task.";
+
 /// Flags of `pipeweave register`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = HELP)]
 pub(crate) struct RegisterArgs {
     /// The task component (`.wasm`).
     component: PathBuf,
@@ -39,7 +50,7 @@ pub(crate) struct RegisterArgs {
     api_key: Option<String>,
 }
 
-async fn answer<T: serde::de::DeserializeOwned>(
+pub(crate) async fn answer<T: serde::de::DeserializeOwned>(
     response: reqwest::Response,
     what: &str,
 ) -> anyhow::Result<T> {
@@ -55,49 +66,62 @@ async fn answer<T: serde::de::DeserializeOwned>(
         .with_context(|| format!("{what}: unexpected answer"))
 }
 
-/// Uploads a loaded task's module to the orchestrator at `base` and
-/// registers the task under `service_id`; returns the registration's
-/// answer. Errors say which step failed.
-pub(crate) async fn upload_and_register(
+/// Uploads a loaded task's module to the orchestrator at `base`, keyed by
+/// its code hash (uploading the same module twice is harmless).
+pub(crate) async fn upload_module(
     http: &reqwest::Client,
     base: &str,
     task: &LoadedTask,
     bytes: Vec<u8>,
-    service_id: Option<String>,
-    service_version: String,
-) -> anyhow::Result<RegisterResponse> {
-    let descriptor = task.descriptor().clone();
-    let code_hash = task.code_hash().to_string();
-    let unreachable = |e: reqwest::Error| anyhow!("cannot reach the orchestrator at {base}: {e}");
+) -> anyhow::Result<()> {
     let _uploaded: ModuleUploaded = answer(
-        http.put(format!("{base}/api/modules/{code_hash}"))
+        http.put(format!("{base}/api/modules/{}", task.code_hash()))
             .header("content-type", "application/wasm")
             .body(bytes)
             .send()
             .await
-            .map_err(unreachable)?,
+            .map_err(|e| unreachable(base, e))?,
         "module upload",
     )
     .await?;
+    Ok(())
+}
+
+/// Registers `tasks` (whose modules are uploaded) as the tasks of
+/// `service_id`; returns the registration's answer, with the code changes.
+pub(crate) async fn register_service(
+    http: &reqwest::Client,
+    base: &str,
+    service_id: String,
+    service_version: String,
+    tasks: &[&LoadedTask],
+) -> anyhow::Result<RegisterResponse> {
     let request = RegisterRequest {
-        service_id: service_id.unwrap_or_else(|| descriptor.id.clone()),
+        service_id,
         version: service_version,
         base_url: None,
         capacity: None,
-        tasks: vec![RegisteredTask {
-            descriptor,
-            code_hash,
-        }],
+        tasks: tasks
+            .iter()
+            .map(|task| RegisteredTask {
+                descriptor: task.descriptor().clone(),
+                code_hash: task.code_hash().to_string(),
+            })
+            .collect(),
     };
     answer(
         http.post(format!("{base}/api/register"))
             .json(&request)
             .send()
             .await
-            .map_err(unreachable)?,
+            .map_err(|e| unreachable(base, e))?,
         "registration",
     )
     .await
+}
+
+fn unreachable(base: &str, error: reqwest::Error) -> anyhow::Error {
+    anyhow!("cannot reach the orchestrator at {base}: {error}")
 }
 
 /// Uploads and registers.
@@ -127,17 +151,14 @@ pub(crate) async fn run(args: RegisterArgs) -> Result<u8, CommandError> {
         .build()
         .context("cannot build the HTTP client")
         .map_err(CommandError::internal)?;
-    let registered = upload_and_register(
-        &http,
-        base,
-        &task,
-        bytes,
-        args.service,
-        args.service_version,
-    )
+    let id = &task.descriptor().id;
+    let registered = async {
+        upload_module(&http, base, &task, bytes).await?;
+        let service = args.service.clone().unwrap_or_else(|| id.clone());
+        register_service(&http, base, service, args.service_version, &[&task]).await
+    }
     .await
     .map_err(CommandError::internal)?;
-    let id = &task.descriptor().id;
     let version = registered
         .code_changes
         .iter()

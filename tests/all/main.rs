@@ -2,8 +2,10 @@
 //! guest components, real processes.
 
 mod cli_client;
+mod dev_command;
 mod guest_builds;
 mod orchestrator;
+mod project_commands;
 mod run_command;
 mod secrets;
 
