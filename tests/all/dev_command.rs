@@ -189,7 +189,7 @@ const GREETER: &str = r#"use pipeweave_sdk::{export_task, Context, Descriptor, T
 use serde::{Deserialize, Serialize};
 
 #[derive(Deserialize)]
-struct Input { name: String }
+struct Input { name: String, #[serde(default)] wait_ms: u64 }
 
 #[derive(Serialize)]
 struct Output { greeting: String }
@@ -205,6 +205,7 @@ impl Task for Greet {
     }
 
     fn run(ctx: &Context<Input>) -> Result<TaskResult<Output>, TaskError> {
+        std::thread::sleep(std::time::Duration::from_millis(ctx.input().wait_ms));
         Ok(TaskResult::new(Output { greeting: format!("Hello, {}!", ctx.input().name) }))
     }
 }
@@ -249,34 +250,43 @@ serde_json = "1"
     project
 }
 
-async fn greet(api: &str, name: &str) -> Result<(String, Value)> {
-    let http = reqwest::Client::new();
-    let queued: Value = http
+async fn enqueue_greeting(api: &str, input: Value) -> Result<String> {
+    let queued: Value = reqwest::Client::new()
         .post(format!("{api}/api/queue/task"))
-        .json(&json!({ "taskId": "greet", "input": { "name": name } }))
+        .json(&json!({ "taskId": "greet", "input": input }))
         .send()
         .await?
         .json()
         .await?;
-    let run_id = queued["runId"]
+    queued["runId"]
         .as_str()
-        .with_context(|| format!("enqueue: {queued}"))?
-        .to_owned();
-    let deadline = Instant::now() + Duration::from_secs(60);
+        .map(str::to_owned)
+        .with_context(|| format!("enqueue: {queued}"))
+}
+
+/// Waits until the run's status is one of `statuses`; returns the run.
+async fn wait_status(api: &str, run_id: &str, statuses: &[&str]) -> Result<Value> {
+    let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let run: Value = http
-            .get(format!("{api}/api/task-runs/{run_id}"))
-            .send()
+        let run: Value = reqwest::get(format!("{api}/api/task-runs/{run_id}"))
             .await?
             .json()
             .await?;
-        match run["status"].as_str() {
-            Some("succeeded") => return Ok((run_id, run)),
-            Some("dead" | "cancelled") => bail!("run ended {run}"),
-            _ if Instant::now() > deadline => bail!("run did not end: {run}"),
-            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        let status = run["status"].as_str().unwrap_or_default();
+        if statuses.contains(&status) {
+            return Ok(run);
         }
+        if matches!(status, "dead" | "cancelled") || Instant::now() > deadline {
+            bail!("run {run_id} is not {statuses:?}: {run}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+async fn greet(api: &str, name: &str) -> Result<(String, Value)> {
+    let run_id = enqueue_greeting(api, json!({ "name": name })).await?;
+    let run = wait_status(api, &run_id, &["succeeded"]).await?;
+    Ok((run_id, run))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -293,10 +303,21 @@ async fn dev_reloads_an_edit_as_a_new_code_version_and_keeps_its_data_across_res
     assert_eq!(run["output"]["greeting"], "Hello, Ada!");
     assert_eq!(run["codeVersion"], 1, "{run}");
 
-    // An edit: a new build, registered as code version 2.
+    // An edit while a run is under way: a new build, registered as code
+    // version 2; the run under way finishes on version 1.
+    let slow = enqueue_greeting(&api, json!({ "name": "Cy", "wait_ms": 20_000 })).await?;
+    wait_status(&api, &slow, &["running"]).await?;
     let source = project.join("src/lib.rs");
     std::fs::write(&source, GREETER.replace("Hello, {}!", "Hi, {}!"))?;
     dev.wait_for("code version 1 → 2", Duration::from_secs(300))?;
+    let under_way = wait_status(&api, &slow, &["running", "succeeded"]).await?;
+    assert_eq!(
+        under_way["status"], "running",
+        "the rebuild took longer than the slow run; the test proves nothing: {under_way}"
+    );
+    let slow_run = wait_status(&api, &slow, &["succeeded"]).await?;
+    assert_eq!(slow_run["output"]["greeting"], "Hello, Cy!", "{slow_run}");
+    assert_eq!(slow_run["codeVersion"], 1, "{slow_run}");
     let (_, run) = greet(&api, "Ada").await?;
     assert_eq!(run["output"]["greeting"], "Hi, Ada!");
     assert_eq!(run["codeVersion"], 2, "{run}");
