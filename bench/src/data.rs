@@ -53,10 +53,10 @@ use pipeweave_testkit::s3::S3Server;
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt as _;
 
-use crate::stats::{Spread, machine};
+use crate::stats::{Line, Outcome, Spread, machine};
 
 /// The deployment's shared secret (64 hex digits); any value will do.
-const SECRET: &str = "3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d";
+pub(crate) const SECRET: &str = "3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d";
 /// The asset of the warm-up run.
 const WARM_UP_BYTES: u64 = 1 << 20;
 /// Reads from the local file, as the host's copy loop reads.
@@ -109,8 +109,8 @@ struct Baseline {
     host: u64,
 }
 
-/// The data scenario: returns the raw rows.
-pub(crate) fn data(rounds: usize, bytes: u64) -> anyhow::Result<Vec<Value>> {
+/// The data scenario: returns the raw rows and the summary.
+pub(crate) fn data(rounds: usize, bytes: u64) -> anyhow::Result<Outcome> {
     ensure!(bytes > 0, "--bytes must be at least 1");
     // The only TLS provider compiled in; reqwest needs one installed.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -169,11 +169,47 @@ pub(crate) fn data(rounds: usize, bytes: u64) -> anyhow::Result<Vec<Value>> {
         row["hostGrowthMB"] = json!(r.host_peak.saturating_sub(baseline.host) as f64 / MB);
         rows.push(row);
     }
-    Ok(rows)
+    let each = |f: &dyn Fn(&Round) -> f64| measured.iter().map(f).collect::<Vec<_>>();
+    let summary = vec![
+        Line::new(
+            format!("data: host upload of {bytes} bytes (MB/s)"),
+            &each(&|r| r.host / MB),
+            0,
+        ),
+        Line::new(
+            "data: raw object_store copy, host's settings (MB/s)",
+            &each(&|r| r.raw_host_settings / MB),
+            0,
+        ),
+        Line::new(
+            "data: ratio host / raw copy, host's settings (same round)",
+            &each(&|r| r.host / r.raw_host_settings),
+            2,
+        )
+        .target("≥ 0.80", |m| m >= 0.8),
+        Line::new(
+            "data: ratio host / raw copy, object_store defaults (same round)",
+            &each(&|r| r.host / r.raw_defaults),
+            2,
+        )
+        .target("≥ 0.80", |m| m >= 0.8),
+        Line::new(
+            "data: orchestrator growth over start-up (MB)",
+            &each(&|r| r.orchestrator_peak.saturating_sub(baseline.orchestrator) as f64 / MB),
+            1,
+        )
+        .target("< 20", |m| m < 20.0),
+        Line::new(
+            "data: host growth over start-up (MB)",
+            &each(&|r| r.host_peak.saturating_sub(baseline.host) as f64 / MB),
+            1,
+        ),
+    ];
+    Ok(Outcome { rows, summary })
 }
 
 /// Builds the release `pipeweave` binary and returns its path.
-fn build_pipeweave() -> anyhow::Result<PathBuf> {
+pub(crate) fn build_pipeweave() -> anyhow::Result<PathBuf> {
     let root = pipeweave_testkit::workspace_root();
     let mut command = Command::new(pipeweave_testkit::cargo());
     command.current_dir(&root).args([

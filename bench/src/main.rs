@@ -15,22 +15,39 @@
 //! next to raw `object_store` copies of the same bytes, and the peak memory
 //! of the orchestrator and host processes meanwhile (see `data`).
 //!
+//! `… -- e2e` runs no-op runs through real orchestrator, host and Python
+//! worker processes (see `e2e`); `… -- scale` measures the claim with 10k,
+//! 100k and 1M runs pending and burns down the largest backlog (see
+//! `scale`). `--peers` (on by default in `all`) runs graphile-worker and
+//! pg-boss in the same rounds as PipeWeave (see `peers`).
+//!
+//! `… -- all` runs every scenario in one go, with the peers, and prints
+//! one table of every figure with its target at the end.
+//!
 //! Each figure is the median of several rounds with min and max, because
-//! the machines this runs on are shared and noisy. Results are printed as
-//! a table and appended as JSON lines to `bench/results.jsonl` with the
-//! date, machine, load and commit.
+//! the machines this runs on are shared and noisy; every comparison is a
+//! ratio taken within one round. Results are printed as a table and
+//! appended as JSON lines to `bench/results.jsonl` with the date, machine,
+//! load, commit and configuration.
 //!
 //! # Layout
 //!
-//! - `main`: arguments, the sandbox scenario, the results file.
+//! - `main`: arguments, the sandbox scenario, `all`, the results file.
 //! - `queue`: the queue scenario.
+//! - `e2e`: the end-to-end scenario.
+//! - `scale`: the scale scenario.
 //! - `data`: the data scenario.
+//! - `peers`: graphile-worker and pg-boss, installed with npm and driven by
+//!   `bench/peers/*.mjs`.
 //! - `pgbench`: the pgbench script built from the orchestrator's SQL.
-//! - `stats`: medians, percentiles, the machine description.
+//! - `stats`: medians, percentiles, table lines, the machine description.
 
 mod data;
+mod e2e;
+mod peers;
 mod pgbench;
 mod queue;
+mod scale;
 mod stats;
 
 use std::path::PathBuf;
@@ -43,7 +60,8 @@ use clap::{Parser, Subcommand};
 use pipeweave_host::{EngineConfig, LoadedTask, RunRequest, Runner, RunnerConfig};
 use serde_json::{Value, json};
 
-use crate::stats::{Spread, machine, percentile};
+use crate::peers::Peers;
+use crate::stats::{Line, Outcome, Spread, machine, percentile, print_lines};
 
 /// Benchmarks for PipeWeave.
 #[derive(Debug, Parser)]
@@ -56,6 +74,11 @@ struct Args {
     /// Where raw rows are appended (JSON lines).
     #[arg(long, default_value = "bench/results.jsonl", global = true)]
     results: PathBuf,
+
+    /// Where the peers (Node 22, graphile-worker, pg-boss) are installed
+    /// with npm, and reused from (default: target/bench-peers).
+    #[arg(long, global = true, value_name = "DIR")]
+    peers_dir: Option<PathBuf>,
 
     #[command(subcommand)]
     scenario: Scenario,
@@ -87,9 +110,10 @@ enum Scenario {
         /// Runs per claim statement (PipeWeave and pgbench).
         #[arg(long, default_value_t = 100)]
         batch: i64,
-        /// Concurrent claim + complete loops, and pgbench clients.
-        #[arg(long, default_value_t = 8)]
-        clients: usize,
+        /// Concurrent claim + complete loops, and pgbench clients: one drain
+        /// for each number in the list.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
+        clients: Vec<usize>,
         /// Runs per latency round, enqueued one at a time.
         #[arg(long, default_value_t = 1_000)]
         latency_runs: usize,
@@ -105,7 +129,19 @@ enum Scenario {
         /// `--db-setting plan_cache_mode=force_custom_plan`.
         #[arg(long = "db-setting", value_name = "NAME=VALUE")]
         db_settings: Vec<String>,
+        /// Also run graphile-worker (default and tuned) and pg-boss in the
+        /// same rounds, installing them with npm first if needed.
+        #[arg(long)]
+        peers: bool,
     },
+    /// No-op runs through real processes: orchestrator → host → callback
+    /// for a WASM task, and orchestrator → Python plain HTTP worker; next
+    /// to graphile-worker tuned with `--peers`; and idle enqueue → host
+    /// latency.
+    E2e(E2eArgs),
+    /// Claim latency and throughput with growing backlogs, and the
+    /// burn-down of the largest.
+    Scale(ScaleArgs),
     /// A large asset stored by a host through s3s-fs, next to raw
     /// object_store copies of the same bytes to the same bucket, with the
     /// peak memory of the orchestrator and host processes.
@@ -114,26 +150,93 @@ enum Scenario {
         #[arg(long, default_value_t = 1 << 30)]
         bytes: u64,
     },
-    /// Every scenario, with default settings.
-    All,
+    /// Every scenario with the peers, then one table of every figure.
+    All {
+        /// Throughput runs of the queue scenario.
+        #[arg(long, default_value_t = 100_000)]
+        queue_runs: usize,
+        /// Runs per latency round (queue scenario and peers).
+        #[arg(long, default_value_t = 1_000)]
+        latency_runs: usize,
+        #[command(flatten)]
+        e2e: E2eArgs,
+        #[command(flatten)]
+        scale: ScaleArgs,
+        /// The data scenario's asset size in bytes (0 skips it).
+        #[arg(long, default_value_t = 1 << 30)]
+        data_bytes: u64,
+        /// Attempts per latency round of the sandbox scenario.
+        #[arg(long, default_value_t = 20_000)]
+        sandbox_runs: usize,
+        /// Attempts per throughput round of the sandbox scenario.
+        #[arg(long, default_value_t = 100_000)]
+        sandbox_throughput_runs: u64,
+        /// Leave the peers out.
+        #[arg(long)]
+        no_peers: bool,
+    },
 }
 
-fn queue_defaults() -> queue::Settings {
-    queue::Settings {
-        runs: 100_000,
+#[derive(Debug, Clone, clap::Args)]
+struct E2eArgs {
+    /// Runs per end-to-end throughput measurement.
+    #[arg(long = "e2e-runs", default_value_t = 10_000)]
+    runs: usize,
+    /// Runs per end-to-end latency round.
+    #[arg(long = "e2e-latency-runs", default_value_t = 500)]
+    latency_runs: usize,
+    /// `pipeweave host --capacity` (default: the host's own, one per core).
+    #[arg(long)]
+    host_capacity: Option<usize>,
+    /// Run graphile-worker tuned in the same rounds (always in `all`
+    /// unless --no-peers).
+    #[arg(long = "e2e-peers")]
+    peers: bool,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct ScaleArgs {
+    /// Backlog sizes, runs pending.
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+    sizes: Vec<usize>,
+    /// Runs claimed by each probe (default: half the smallest backlog, at
+    /// most 5,000).
+    #[arg(long)]
+    probe: Option<usize>,
+    /// Burn-downs of the largest backlog (default: --rounds).
+    #[arg(long)]
+    burn_down_rounds: Option<usize>,
+}
+
+fn install_peers(dir: Option<&PathBuf>) -> anyhow::Result<Peers> {
+    Peers::install(&dir.cloned().unwrap_or_else(Peers::default_dir))
+}
+
+fn e2e_settings(args: &E2eArgs, peers: Option<Peers>) -> e2e::Settings {
+    e2e::Settings {
+        runs: args.runs,
+        latency_runs: args.latency_runs,
+        pause: Duration::from_millis(5),
+        host_capacity: args.host_capacity,
+        peers,
+    }
+}
+
+fn scale_settings(args: &ScaleArgs, rounds: usize) -> scale::Settings {
+    let smallest = args.sizes.iter().copied().min().unwrap_or(0);
+    scale::Settings {
+        sizes: args.sizes.clone(),
+        probe: args.probe.unwrap_or((smallest / 2).min(5_000)),
         batch: 100,
         clients: 8,
-        latency_runs: 1_000,
-        pause: Duration::from_millis(5),
-        explain: false,
-        db_settings: Vec::new(),
+        burn_down_rounds: args.burn_down_rounds.unwrap_or(rounds),
     }
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let rounds = args.rounds.max(1);
-    let rows = match args.scenario {
+    let outcome = match args.scenario {
         Scenario::Sandbox {
             runs,
             throughput_runs,
@@ -147,6 +250,7 @@ fn main() -> anyhow::Result<()> {
             pause_ms,
             explain,
             db_settings,
+            peers,
         } => queue::queue(
             rounds,
             &queue::Settings {
@@ -157,17 +261,85 @@ fn main() -> anyhow::Result<()> {
                 pause: Duration::from_millis(pause_ms),
                 explain,
                 db_settings,
+                peers: if peers {
+                    Some(install_peers(args.peers_dir.as_ref())?)
+                } else {
+                    None
+                },
             },
         )?,
+        Scenario::E2e(e2e_args) => {
+            let peers = if e2e_args.peers {
+                Some(install_peers(args.peers_dir.as_ref())?)
+            } else {
+                None
+            };
+            e2e::e2e(rounds, &e2e_settings(&e2e_args, peers))?
+        }
+        Scenario::Scale(scale_args) => scale::scale(rounds, &scale_settings(&scale_args, rounds))?,
         Scenario::Data { bytes } => data::data(rounds, bytes)?,
-        Scenario::All => {
-            // Each scenario's rows are kept even if a later one fails.
-            append_results(&args.results, &sandbox(rounds, 20_000, 100_000, 16)?)?;
-            append_results(&args.results, &queue::queue(rounds, &queue_defaults())?)?;
-            data::data(rounds, 1 << 30)?
+        Scenario::All {
+            queue_runs,
+            latency_runs,
+            e2e: e2e_args,
+            scale: scale_args,
+            data_bytes,
+            sandbox_runs,
+            sandbox_throughput_runs,
+            no_peers,
+        } => {
+            let peers = if no_peers {
+                None
+            } else {
+                Some(install_peers(args.peers_dir.as_ref())?)
+            };
+            let mut summary = Vec::new();
+            // Each scenario's rows are appended as soon as it ends, so they
+            // are kept even if a later one fails.
+            let mut keep = |outcome: Outcome| -> anyhow::Result<()> {
+                append_results(&args.results, &outcome.rows)?;
+                summary.extend(outcome.summary);
+                Ok(())
+            };
+            keep(sandbox(rounds, sandbox_runs, sandbox_throughput_runs, 16)?)?;
+            keep(queue::queue(
+                rounds,
+                &queue::Settings {
+                    runs: queue_runs,
+                    batch: 100,
+                    clients: vec![1, 2, 4, 8],
+                    latency_runs,
+                    pause: Duration::from_millis(5),
+                    explain: false,
+                    db_settings: Vec::new(),
+                    peers: peers.clone(),
+                },
+            )?)?;
+            keep(e2e::e2e(rounds, &e2e_settings(&e2e_args, peers))?)?;
+            keep(scale::scale(rounds, &scale_settings(&scale_args, rounds))?)?;
+            if data_bytes > 0 {
+                keep(data::data(rounds, data_bytes)?)?;
+            }
+            let base = machine();
+            println!(
+                "\nall: every scenario, {rounds} rounds each; {} on {} ({} cores), load average {}, commit {}{}\n",
+                base["date"].as_str().unwrap_or("?"),
+                base["cpu"].as_str().unwrap_or("?"),
+                base["cores"],
+                base["loadAverage"].as_str().unwrap_or("?"),
+                base["commit"].as_str().unwrap_or("?"),
+                if base["dirty"] == true {
+                    " (uncommitted changes)"
+                } else {
+                    ""
+                },
+            );
+            print_lines(&summary);
+            println!("\nraw rows appended to {}", args.results.display());
+            return Ok(());
         }
     };
-    append_results(&args.results, &rows)?;
+    append_results(&args.results, &outcome.rows)?;
     println!("\nraw rows appended to {}", args.results.display());
     Ok(())
 }
@@ -192,13 +364,13 @@ async fn one_attempt(runner: &Runner, task: &LoadedTask) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The sandbox scenario: returns the raw rows.
+/// The sandbox scenario: returns the raw rows and the summary.
 fn sandbox(
     rounds: usize,
     runs: usize,
     throughput_runs: u64,
     concurrency: usize,
-) -> anyhow::Result<Vec<Value>> {
+) -> anyhow::Result<Outcome> {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     eprintln!("building the noop guest…");
     let noop = pipeweave_testkit::guest("noop");
@@ -323,7 +495,19 @@ fn sandbox(
         row["tasksPerSec"] = json!(rate);
         rows.push(row);
     }
-    Ok(rows)
+    let us = |values: &[Duration]| values.iter().map(|d| micros(*d)).collect::<Vec<_>>();
+    let summary = vec![
+        Line::new("sandbox: instantiate + run + drop, p50 (µs)", &us(&p50s), 1)
+            .target("≤ 25", |m| m <= 25.0),
+        Line::new("sandbox: instantiate + run + drop, p99 (µs)", &us(&p99s), 1),
+        Line::new(
+            format!("sandbox: throughput, {concurrency} in flight (tasks/s)"),
+            &rates,
+            0,
+        )
+        .target("≥ 50,000", |m| m >= 50_000.0),
+    ];
+    Ok(Outcome { rows, summary })
 }
 
 fn micros(d: Duration) -> f64 {

@@ -1,12 +1,16 @@
-//! The queue scenario: claim + complete throughput of no-op runs, next to
-//! pgbench running the same claim and succeed SQL on the same cluster, and
-//! idle enqueue-to-start latency through the whole orchestrator.
+//! The queue scenario: claim + complete throughput of no-op runs at several
+//! numbers of workers, next to pgbench running the same claim and succeed
+//! SQL on the same cluster, and idle enqueue-to-start latency through the
+//! whole orchestrator; with `--peers`, graphile-worker and pg-boss doing
+//! the same in the same rounds (`crate::peers`).
 //!
 //! Everything runs against one private PostgreSQL cluster with its
 //! durability defaults (`fsync`, `synchronous_commit`, `full_page_writes`
 //! on), started for the run.
 //!
-//! - **Throughput**, each round: a fresh database is migrated, the task
+//! - **Throughput**, each round and each number of clients (1, 2, 4, 8 by
+//!   default; ascending in odd rounds, descending in even ones): a fresh
+//!   database is migrated, the task
 //!   `noop` registered and `runs` no-op runs enqueued in bulk
 //!   (`storage::runs::enqueue`, 10,000 per statement; timed and reported
 //!   on its own). After `VACUUM ANALYZE` and a `CHECKPOINT`, `clients`
@@ -18,13 +22,20 @@
 //!   fresh database with pgbench (`crate::pgbench`), `clients` clients
 //!   running `runs / (batch × clients)` transactions each, so both drain
 //!   the same queue. The order of the two alternates between rounds.
+//! - **Peers**, each round, before PipeWeave's throughput in odd rounds and
+//!   after it in even ones: graphile-worker (default and tuned) and pg-boss
+//!   each drain the same number of no-op jobs in a fresh database of the
+//!   same cluster (graphile-worker's default configuration a twentieth of
+//!   them: it completes about 200 jobs/s, one at a time).
 //! - **Latency**, each round: an orchestrator in this process (standalone,
 //!   poll interval 1 s, so wake-ups come from LISTEN/NOTIFY) dispatches to
 //!   a plain HTTP worker in this process, which notes the instant each
 //!   dispatch arrives, answers 202 and sends the success callback. One run
 //!   at a time: `POST /api/queue/task`, wait for the dispatch and the
 //!   callback, pause, next. Latency is from sending the enqueue request to
-//!   the dispatch arriving at the worker.
+//!   the dispatch arriving at the worker. With `--peers`, each round is
+//!   followed by the same number of jobs through each peer, from calling
+//!   its enqueue function to its handler starting.
 //!
 //! `--explain` drains once more, unmeasured, with `auto_explain` on and
 //! prints the plans the prepared statements use midway through a drain.
@@ -51,11 +62,12 @@ use sqlx::postgres::PgPoolOptions;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use crate::peers::{self, Mode as PeerMode, Peer, Peers};
 use crate::pgbench;
-use crate::stats::{Spread, machine, percentile};
+use crate::stats::{Line, Outcome, machine, percentile, print_lines};
 
 /// The task every run belongs to.
-const TASK: &str = "noop";
+pub(crate) const TASK: &str = "noop";
 /// Runs per enqueue statement.
 const ENQUEUE_CHUNK: usize = 10_000;
 /// Latency runs before the first measured one.
@@ -69,8 +81,9 @@ pub(crate) struct Settings {
     pub(crate) runs: usize,
     /// Runs per claim.
     pub(crate) batch: i64,
-    /// Concurrent claim + complete loops, and pgbench clients.
-    pub(crate) clients: usize,
+    /// Concurrent claim + complete loops, and pgbench clients: one drain
+    /// per entry, each round.
+    pub(crate) clients: Vec<usize>,
     /// Runs per latency round.
     pub(crate) latency_runs: usize,
     /// Pause between latency runs, so the queue is idle.
@@ -81,6 +94,27 @@ pub(crate) struct Settings {
     /// `name=value` server settings for every database of the run
     /// (`ALTER DATABASE … SET`), to try a change without editing code.
     pub(crate) db_settings: Vec<String>,
+    /// The peers to interleave with PipeWeave, if any.
+    pub(crate) peers: Option<Peers>,
+}
+
+impl Settings {
+    /// The most clients of the run: the figure compared with the peers.
+    fn top_clients(&self) -> usize {
+        self.clients.iter().copied().max().unwrap_or(1)
+    }
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// The least common multiple of `values` (1 for none).
+fn lcm(values: &[usize]) -> usize {
+    values.iter().fold(
+        1,
+        |acc, &v| if v == 0 { acc } else { acc / gcd(acc, v) * v },
+    )
 }
 
 /// Checks `name=value` settings and turns them into `name = 'value'`.
@@ -104,9 +138,11 @@ fn parse_db_settings(settings: &[String]) -> anyhow::Result<Vec<String>> {
         .collect()
 }
 
-/// One throughput round.
+/// One drain of one round at one number of clients.
 #[derive(Debug, Clone, Copy)]
 struct Drained {
+    /// Claim loops and pgbench clients.
+    clients: usize,
     /// PipeWeave's claim + complete, runs/s.
     pipeweave: f64,
     /// pgbench with the same SQL, runs/s.
@@ -133,14 +169,60 @@ struct Latency {
     answered_p50: Duration,
 }
 
-/// The queue scenario: returns the raw rows.
-pub(crate) fn queue(rounds: usize, settings: &Settings) -> anyhow::Result<Vec<Value>> {
+/// A peer's drain in one round.
+#[derive(Debug, Clone, Copy)]
+struct PeerDrained {
+    peer: Peer,
+    jobs: usize,
+    /// Jobs completed per second.
+    rate: f64,
+    /// Jobs enqueued per second (its own bulk call).
+    enqueue: f64,
+}
+
+/// A peer's latency round, in ms.
+#[derive(Debug, Clone, Copy)]
+struct PeerLatency {
+    peer: Peer,
+    p50: f64,
+    p99: f64,
+    max: f64,
+}
+
+/// Everything one round measured.
+#[derive(Debug, Clone)]
+struct Round {
+    drained: Vec<Drained>,
+    peers: Vec<PeerDrained>,
+    latency: Latency,
+    peer_latency: Vec<PeerLatency>,
+}
+
+impl Round {
+    fn at(&self, clients: usize) -> Option<&Drained> {
+        self.drained.iter().find(|d| d.clients == clients)
+    }
+
+    fn peer(&self, peer: Peer) -> Option<&PeerDrained> {
+        self.peers.iter().find(|p| p.peer == peer)
+    }
+
+    fn peer_latency(&self, peer: Peer) -> Option<&PeerLatency> {
+        self.peer_latency.iter().find(|p| p.peer == peer)
+    }
+}
+
+/// The queue scenario: returns the raw rows and the summary.
+pub(crate) fn queue(rounds: usize, settings: &Settings) -> anyhow::Result<Outcome> {
     ensure!(settings.batch > 0, "--batch must be at least 1");
-    ensure!(settings.clients > 0, "--clients must be at least 1");
+    ensure!(
+        !settings.clients.is_empty() && settings.clients.iter().all(|&c| c > 0),
+        "--clients must be at least 1"
+    );
     // The only TLS provider compiled in; reqwest needs one installed.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let per_round = settings.batch.unsigned_abs() as usize * settings.clients;
+    let per_round = settings.batch.unsigned_abs() as usize * lcm(&settings.clients);
     let settings = Settings {
         runs: settings.runs.max(1).div_ceil(per_round) * per_round,
         db_settings: parse_db_settings(&settings.db_settings)?,
@@ -160,48 +242,84 @@ pub(crate) fn queue(rounds: usize, settings: &Settings) -> anyhow::Result<Vec<Va
     let measured = runtime.block_on(measure(&cluster, rounds, &settings));
     drop(runtime);
     cluster.stop();
-    let (server_version, drained, latencies) = measured?;
-    print_table(
-        rounds,
-        &settings,
-        cores,
-        &server_version,
-        &drained,
-        &latencies,
-    );
+    let (server_version, measured) = measured?;
+    let summary = summary(&settings, &measured);
+    print_table(rounds, &settings, cores, &server_version, &summary);
 
     let base = machine();
     let mut rows = Vec::new();
-    for (i, (d, l)) in drained.iter().zip(&latencies).enumerate() {
+    let top = settings.top_clients();
+    for (i, round) in measured.iter().enumerate() {
         let mut row = base.clone();
         row["scenario"] = json!("queue");
         row["round"] = json!(i + 1);
         row["config"] = json!({
             "runs": settings.runs,
             "batch": settings.batch,
-            "clients": settings.clients,
+            "clients": top,
+            "clientCounts": settings.clients,
             "threads": cores,
             "latencyRuns": settings.latency_runs,
             "pauseMs": millis(settings.pause),
             "postgres": server_version,
             "durable": true,
             "dbSettings": settings.db_settings,
+            "peers": settings.peers.as_ref().map(|p| p.versions.clone()),
         });
-        row["claimCompleteRunsPerSec"] = json!(d.pipeweave);
-        row["pgbenchRunsPerSec"] = json!(d.pgbench);
-        row["ratioToPgbench"] = json!(d.pipeweave / d.pgbench);
-        row["enqueueRunsPerSec"] = json!(d.enqueue);
-        row["claimMs"] = json!(d.claim_ms);
-        row["succeedMs"] = json!(d.succeed_ms);
-        row["pgbenchClaimMs"] = json!(d.pgbench_claim_ms);
-        row["pgbenchSucceedMs"] = json!(d.pgbench_succeed_ms);
+        // The top-level throughput fields are those at the most clients,
+        // as in the rows of earlier runs (one client count).
+        if let Some(d) = round.at(top) {
+            row["claimCompleteRunsPerSec"] = json!(d.pipeweave);
+            row["pgbenchRunsPerSec"] = json!(d.pgbench);
+            row["ratioToPgbench"] = json!(d.pipeweave / d.pgbench);
+            row["enqueueRunsPerSec"] = json!(d.enqueue);
+            row["claimMs"] = json!(d.claim_ms);
+            row["succeedMs"] = json!(d.succeed_ms);
+            row["pgbenchClaimMs"] = json!(d.pgbench_claim_ms);
+            row["pgbenchSucceedMs"] = json!(d.pgbench_succeed_ms);
+        }
+        row["byClients"] = json!(
+            round
+                .drained
+                .iter()
+                .map(|d| json!({
+                    "clients": d.clients,
+                    "claimCompleteRunsPerSec": d.pipeweave,
+                    "pgbenchRunsPerSec": d.pgbench,
+                    "ratioToPgbench": d.pipeweave / d.pgbench,
+                    "enqueueRunsPerSec": d.enqueue,
+                    "claimMs": d.claim_ms,
+                    "succeedMs": d.succeed_ms,
+                    "pgbenchClaimMs": d.pgbench_claim_ms,
+                    "pgbenchSucceedMs": d.pgbench_succeed_ms,
+                }))
+                .collect::<Vec<_>>()
+        );
+        let l = &round.latency;
         row["latencyP50Ms"] = json!(millis(l.p50));
         row["latencyP99Ms"] = json!(millis(l.p99));
         row["latencyMaxMs"] = json!(millis(l.max));
         row["enqueueAnsweredP50Ms"] = json!(millis(l.answered_p50));
+        if !round.peers.is_empty() || !round.peer_latency.is_empty() {
+            let mut peers = json!({});
+            for p in &round.peers {
+                peers[p.peer.key()] = json!({
+                    "jobs": p.jobs,
+                    "jobsPerSec": p.rate,
+                    "enqueueJobsPerSec": p.enqueue,
+                    "ratioPipeweaveToPeer": round.at(top).map(|d| d.pipeweave / p.rate),
+                });
+            }
+            for p in &round.peer_latency {
+                peers[p.peer.key()]["latencyP50Ms"] = json!(p.p50);
+                peers[p.peer.key()]["latencyP99Ms"] = json!(p.p99);
+                peers[p.peer.key()]["latencyMaxMs"] = json!(p.max);
+            }
+            row["peers"] = peers;
+        }
         rows.push(row);
     }
-    Ok(rows)
+    Ok(Outcome { rows, summary })
 }
 
 fn millis(d: Duration) -> f64 {
@@ -212,7 +330,7 @@ async fn measure(
     cluster: &EmbeddedPostgres,
     rounds: usize,
     settings: &Settings,
-) -> anyhow::Result<(String, Vec<Drained>, Vec<Latency>)> {
+) -> anyhow::Result<(String, Vec<Round>)> {
     let admin = PgPoolOptions::new()
         .max_connections(2)
         .connect(&cluster.url("postgres"))
@@ -222,42 +340,191 @@ async fn measure(
         .fetch_one(&admin)
         .await?;
     let script = pgbench::write_script(&pgbench::script(settings.batch)?)?;
-    let mut drained = Vec::new();
-    for round in 0..rounds {
-        let result = throughput_round(cluster, &admin, &script, settings, round).await;
-        let d = match result {
-            Ok(d) => d,
-            Err(error) => {
-                let _ = std::fs::remove_file(&script);
-                return Err(error);
+    let result = async {
+        let mut all_drained = Vec::new();
+        let mut all_peers = Vec::new();
+        for round in 0..rounds {
+            let peers_first = round % 2 == 0;
+            let mut peers = Vec::new();
+            if peers_first {
+                peers = peer_throughput(cluster, &admin, settings, round).await?;
             }
+            let mut counts = settings.clients.clone();
+            counts.sort_unstable();
+            if round % 2 == 1 {
+                counts.reverse();
+            }
+            let mut drained = Vec::new();
+            for clients in counts {
+                let d = throughput_round(cluster, &admin, &script, settings, clients, round).await?;
+                eprintln!(
+                    "throughput round {}, {clients} clients: PipeWeave {:.0} runs/s, pgbench {:.0} runs/s, \
+                     ratio {:.2}; enqueue {:.0} runs/s; claim/succeed avg {:.2}/{:.2} ms \
+                     (pgbench {:.2}/{:.2} ms)",
+                    round + 1,
+                    d.pipeweave,
+                    d.pgbench,
+                    d.pipeweave / d.pgbench,
+                    d.enqueue,
+                    d.claim_ms,
+                    d.succeed_ms,
+                    d.pgbench_claim_ms,
+                    d.pgbench_succeed_ms,
+                );
+                drained.push(d);
+            }
+            drained.sort_by_key(|d| d.clients);
+            if !peers_first {
+                peers = peer_throughput(cluster, &admin, settings, round).await?;
+            }
+            all_drained.push(drained);
+            all_peers.push(peers);
+        }
+        if settings.explain {
+            explain(cluster, &admin, settings).await?;
+        }
+        let latencies = latency_rounds(cluster, &admin, rounds, settings).await?;
+        let measured: Vec<Round> = all_drained
+            .into_iter()
+            .zip(all_peers)
+            .zip(latencies)
+            .map(|((drained, peers), (latency, peer_latency))| Round {
+                drained,
+                peers,
+                latency,
+                peer_latency,
+            })
+            .collect();
+        anyhow::Ok(measured)
+    }
+    .await;
+    let _ = std::fs::remove_file(&script);
+    admin.close().await;
+    Ok((server_version, result?))
+}
+
+/// Drops and creates database `name`, empty (a peer creates its own
+/// schema; an orchestrator migrates its own).
+pub(crate) async fn peer_database(admin: &PgPool, name: &str) -> anyhow::Result<()> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "drop database if exists {name} with (force)"
+    )))
+    .execute(admin)
+    .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
+        .execute(admin)
+        .await?;
+    Ok(())
+}
+
+pub(crate) async fn drop_peer_database(admin: &PgPool, name: &str) -> anyhow::Result<()> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "drop database if exists {name} with (force)"
+    )))
+    .execute(admin)
+    .await?;
+    Ok(())
+}
+
+/// Each peer drains `runs` no-op jobs (graphile-worker's defaults a
+/// twentieth of them) in a database of its own; the order of the peers
+/// turns with the round.
+async fn peer_throughput(
+    cluster: &EmbeddedPostgres,
+    admin: &PgPool,
+    settings: &Settings,
+    round: usize,
+) -> anyhow::Result<Vec<PeerDrained>> {
+    let Some(installed) = &settings.peers else {
+        return Ok(Vec::new());
+    };
+    let mut order = Peer::ALL.to_vec();
+    order.rotate_left(round % Peer::ALL.len());
+    let mut measured = Vec::new();
+    for peer in order {
+        let jobs = match peer {
+            Peer::GraphileDefault => (settings.runs / 20).max(1_000),
+            Peer::GraphileTuned | Peer::PgBoss => settings.runs,
+        };
+        let name = format!("bench_peer_{}_{}", peer.key().to_lowercase(), round + 1);
+        peer_database(admin, &name).await?;
+        let mode = PeerMode::Throughput {
+            jobs,
+            chunk: ENQUEUE_CHUNK,
+            batch: settings.batch,
+            clients: settings.top_clients(),
+        };
+        let url = cluster.url(&name);
+        let figures = tokio::task::block_in_place(|| installed.measure(peer, &mode, &url));
+        drop_peer_database(admin, &name).await?;
+        let figures = figures?;
+        let p = PeerDrained {
+            peer,
+            jobs,
+            rate: peers::figure(&figures, "jobsPerSec")?,
+            enqueue: peers::figure(&figures, "enqueueJobsPerSec")?,
         };
         eprintln!(
-            "throughput round {}: PipeWeave {:.0} runs/s, pgbench {:.0} runs/s, ratio {:.2}; \
-             enqueue {:.0} runs/s; claim/succeed avg {:.2}/{:.2} ms (pgbench {:.2}/{:.2} ms)",
+            "throughput round {}: {} {:.0} jobs/s ({jobs} jobs; enqueue {:.0} jobs/s)",
             round + 1,
-            d.pipeweave,
-            d.pgbench,
-            d.pipeweave / d.pgbench,
-            d.enqueue,
-            d.claim_ms,
-            d.succeed_ms,
-            d.pgbench_claim_ms,
-            d.pgbench_succeed_ms,
+            peer.name(),
+            p.rate,
+            p.enqueue
         );
-        drained.push(d);
+        measured.push(p);
     }
-    let _ = std::fs::remove_file(&script);
-    if settings.explain {
-        explain(cluster, &admin, settings).await?;
+    measured.sort_by_key(|p| Peer::ALL.iter().position(|&q| q == p.peer));
+    Ok(measured)
+}
+
+/// Each peer's idle latency, `latency_runs` jobs after the same warm-up as
+/// PipeWeave's, in a database of its own.
+async fn peer_latency(
+    cluster: &EmbeddedPostgres,
+    admin: &PgPool,
+    settings: &Settings,
+    round: usize,
+) -> anyhow::Result<Vec<PeerLatency>> {
+    let Some(installed) = &settings.peers else {
+        return Ok(Vec::new());
+    };
+    let mut order = Peer::ALL.to_vec();
+    order.rotate_left(round % Peer::ALL.len());
+    let mut measured = Vec::new();
+    for peer in order {
+        let name = format!("bench_peer_latency_{}", peer.key().to_lowercase());
+        peer_database(admin, &name).await?;
+        let mode = PeerMode::Latency {
+            runs: settings.latency_runs,
+            warmup: LATENCY_WARMUP,
+            pause_ms: u64::try_from(settings.pause.as_millis())?,
+        };
+        let url = cluster.url(&name);
+        let figures = tokio::task::block_in_place(|| installed.measure(peer, &mode, &url));
+        drop_peer_database(admin, &name).await?;
+        let figures = figures?;
+        let p = PeerLatency {
+            peer,
+            p50: peers::figure(&figures, "latencyP50Ms")?,
+            p99: peers::figure(&figures, "latencyP99Ms")?,
+            max: peers::figure(&figures, "latencyMaxMs")?,
+        };
+        eprintln!(
+            "latency round {}: {} enqueue-to-start p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            round + 1,
+            peer.name(),
+            p.p50,
+            p.p99,
+            p.max
+        );
+        measured.push(p);
     }
-    let latencies = latency_rounds(cluster, &admin, rounds, settings).await?;
-    admin.close().await;
-    Ok((server_version, drained, latencies))
+    measured.sort_by_key(|p| Peer::ALL.iter().position(|&q| q == p.peer));
+    Ok(measured)
 }
 
 /// Drops and creates database `name`, migrates it and registers `noop`.
-async fn fresh_database(
+pub(crate) async fn fresh_database(
     cluster: &EmbeddedPostgres,
     admin: &PgPool,
     name: &str,
@@ -329,7 +596,7 @@ async fn drop_database(admin: &PgPool, pool: PgPool, name: &str) -> anyhow::Resu
 }
 
 /// Enqueues `n` no-op runs in bulk; returns the time it took.
-async fn enqueue(pool: &PgPool, n: usize) -> anyhow::Result<Duration> {
+pub(crate) async fn enqueue(pool: &PgPool, n: usize) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let mut left = n;
     while left > 0 {
@@ -354,7 +621,7 @@ async fn enqueue(pool: &PgPool, n: usize) -> anyhow::Result<Duration> {
 }
 
 /// `VACUUM ANALYZE` and `CHECKPOINT`, so every drain starts alike.
-async fn settle(pool: &PgPool) -> anyhow::Result<()> {
+pub(crate) async fn settle(pool: &PgPool) -> anyhow::Result<()> {
     sqlx::query("vacuum analyze").execute(pool).await?;
     sqlx::query("checkpoint").execute(pool).await?;
     Ok(())
@@ -370,8 +637,8 @@ async fn succeeded(pool: &PgPool) -> anyhow::Result<i64> {
 
 /// What the claim + complete loops did.
 #[derive(Debug, Clone, Copy, Default)]
-struct Loops {
-    runs: u64,
+pub(crate) struct Loops {
+    pub(crate) runs: u64,
     claims: u64,
     claim_time: Duration,
     succeeds: u64,
@@ -380,7 +647,11 @@ struct Loops {
 
 /// `clients` loops of claim `batch` → succeed all, until the queue is
 /// empty.
-async fn drain(pool: &PgPool, clients: usize, batch: i64) -> anyhow::Result<(Loops, Duration)> {
+pub(crate) async fn drain(
+    pool: &PgPool,
+    clients: usize,
+    batch: i64,
+) -> anyhow::Result<(Loops, Duration)> {
     let started = Instant::now();
     let mut loops = tokio::task::JoinSet::new();
     // Claims go through the scheduler's own kind of pool (no wait for the
@@ -460,12 +731,14 @@ async fn throughput_round(
     admin: &PgPool,
     script: &Path,
     settings: &Settings,
+    clients: usize,
     round: usize,
 ) -> anyhow::Result<Drained> {
-    let connections = u32::try_from(settings.clients)?;
+    let connections = u32::try_from(clients)?;
     let n = settings.runs;
     let mut enqueue_time = Duration::ZERO;
     let mut result = Drained {
+        clients,
         pipeweave: 0.0,
         pgbench: 0.0,
         enqueue: 0.0,
@@ -479,12 +752,12 @@ async fn throughput_round(
     let pgbench_first = round % 2 == 1;
     for side in 0..2 {
         if (side == 0) != pgbench_first {
-            let name = format!("bench_pipeweave_{}", round + 1);
+            let name = format!("bench_pipeweave_{}_{clients}", round + 1);
             let pool =
                 fresh_database(cluster, admin, &name, connections, &settings.db_settings).await?;
             enqueue_time += enqueue(&pool, n).await?;
             settle(&pool).await?;
-            let (loops, elapsed) = drain(&pool, settings.clients, settings.batch).await?;
+            let (loops, elapsed) = drain(&pool, clients, settings.batch).await?;
             let count = succeeded(&pool).await?;
             ensure!(
                 loops.runs == n as u64 && count == n as i64,
@@ -496,18 +769,17 @@ async fn throughput_round(
             result.succeed_ms = average_ms(loops.succeed_time, loops.succeeds);
             drop_database(admin, pool, &name).await?;
         } else {
-            let name = format!("bench_pgbench_{}", round + 1);
+            let name = format!("bench_pgbench_{}_{clients}", round + 1);
             let pool = fresh_database(cluster, admin, &name, 2, &settings.db_settings).await?;
             enqueue_time += enqueue(&pool, n).await?;
             settle(&pool).await?;
-            let transactions =
-                (n / (settings.batch.unsigned_abs() as usize * settings.clients)) as u64;
+            let transactions = (n / (settings.batch.unsigned_abs() as usize * clients)) as u64;
             let run = pgbench::Run {
                 bindir: cluster.bindir(),
                 port: cluster.port(),
                 database: &name,
                 script,
-                clients: settings.clients,
+                clients,
                 transactions,
             };
             let outcome = tokio::task::block_in_place(|| pgbench::run(&run))?;
@@ -567,10 +839,10 @@ async fn explain(
         .join("postgres.log");
     let skip = std::fs::metadata(&log_path).map_or(0, |m| m.len());
     let pool = PgPoolOptions::new()
-        .max_connections(u32::try_from(settings.clients)?)
+        .max_connections(u32::try_from(settings.top_clients())?)
         .connect(&cluster.url(NAME))
         .await?;
-    let (loops, elapsed) = drain(&pool, settings.clients, settings.batch).await?;
+    let (loops, elapsed) = drain(&pool, settings.top_clients(), settings.batch).await?;
     eprintln!(
         "explain drain (auto_explain on, not a measurement): {} runs in {elapsed:.1?}",
         loops.runs
@@ -659,7 +931,7 @@ async fn latency_rounds(
     admin: &PgPool,
     rounds: usize,
     settings: &Settings,
-) -> anyhow::Result<Vec<Latency>> {
+) -> anyhow::Result<Vec<(Latency, Vec<PeerLatency>)>> {
     const NAME: &str = "bench_latency";
     let setup = fresh_database(cluster, admin, NAME, 1, &settings.db_settings).await?;
     setup.close().await;
@@ -793,7 +1065,8 @@ async fn latency_rounds(
                 millis(latency.max),
                 millis(latency.answered_p50),
             );
-            latencies.push(latency);
+            let peers = peer_latency(cluster, admin, settings, round).await?;
+            latencies.push((latency, peers));
         }
         anyhow::Ok(latencies)
     }
@@ -806,8 +1079,150 @@ async fn latency_rounds(
     measured
 }
 
-fn verdict(met: bool) -> &'static str {
-    if met { "**met**" } else { "**not met**" }
+/// The scenario's table: one line per figure, ratios taken within rounds.
+fn summary(settings: &Settings, rounds: &[Round]) -> Vec<Line> {
+    let top = settings.top_clients();
+    let mut clients = settings.clients.clone();
+    clients.sort_unstable();
+    clients.dedup();
+    let each = |f: &dyn Fn(&Round) -> Option<f64>| rounds.iter().filter_map(f).collect::<Vec<_>>();
+    let mut lines = Vec::new();
+    for &c in &clients {
+        let pipeweave = Line::new(
+            format!("PipeWeave claim + complete, {c} clients (runs/s)"),
+            &each(&|r| r.at(c).map(|d| d.pipeweave)),
+            0,
+        );
+        lines.push(if c == top {
+            pipeweave.target("≥ 40,000", |m| m >= 40_000.0)
+        } else {
+            pipeweave
+        });
+        lines.push(Line::new(
+            format!("pgbench, same SQL, {c} clients (runs/s)"),
+            &each(&|r| r.at(c).map(|d| d.pgbench)),
+            0,
+        ));
+        lines.push(
+            Line::new(
+                format!("ratio PipeWeave / pgbench, {c} clients (same round)"),
+                &each(&|r| r.at(c).map(|d| d.pipeweave / d.pgbench)),
+                2,
+            )
+            .target("≥ 0.60", |m| m >= 0.60),
+        );
+    }
+    for peer in Peer::ALL {
+        let rates = each(&|r| r.peer(peer).map(|p| p.rate));
+        if rates.is_empty() {
+            continue;
+        }
+        lines.push(Line::new(format!("{} (jobs/s)", peer.name()), &rates, 0));
+        let ratio = Line::new(
+            format!(
+                "ratio PipeWeave ({top} clients) / {} (same round)",
+                peer.name()
+            ),
+            &each(&|r| Some(r.at(top)?.pipeweave / r.peer(peer)?.rate)),
+            2,
+        );
+        lines.push(if peer == Peer::GraphileTuned {
+            ratio.target("≥ 2", |m| m >= 2.0)
+        } else {
+            ratio
+        });
+    }
+    let ms = |f: fn(&Latency) -> Duration| each(&|r| Some(millis(f(&r.latency))));
+    lines.push(
+        Line::new("idle enqueue-to-start p50 (ms)", &ms(|l| l.p50), 2)
+            .target("≤ 2", |m| m <= 2.0),
+    );
+    lines.push(
+        Line::new("idle enqueue-to-start p99 (ms)", &ms(|l| l.p99), 2)
+            .target("≤ 8", |m| m <= 8.0),
+    );
+    lines.push(Line::new(
+        "idle enqueue-to-start max (ms)",
+        &ms(|l| l.max),
+        2,
+    ));
+    lines.push(Line::new(
+        "enqueue request answered p50 (ms)",
+        &ms(|l| l.answered_p50),
+        2,
+    ));
+    for peer in Peer::ALL {
+        let p50 = each(&|r| r.peer_latency(peer).map(|p| p.p50));
+        if p50.is_empty() {
+            continue;
+        }
+        lines.push(Line::new(
+            format!("{} enqueue-to-start p50 (ms)", peer.name()),
+            &p50,
+            2,
+        ));
+        lines.push(Line::new(
+            format!("{} enqueue-to-start p99 (ms)", peer.name()),
+            &each(&|r| r.peer_latency(peer).map(|p| p.p99)),
+            2,
+        ));
+        let ratio = Line::new(
+            format!("ratio PipeWeave / {} p50 (same round)", peer.name()),
+            &each(&|r| Some(millis(r.latency.p50) / r.peer_latency(peer)?.p50)),
+            2,
+        );
+        lines.push(
+            if matches!(peer, Peer::GraphileDefault | Peer::GraphileTuned) {
+                ratio.target("< 1", |m| m < 1.0)
+            } else {
+                ratio
+            },
+        );
+        lines.push(Line::new(
+            format!("ratio PipeWeave / {} p99 (same round)", peer.name()),
+            &each(&|r| Some(millis(r.latency.p99) / r.peer_latency(peer)?.p99)),
+            2,
+        ));
+    }
+    lines.push(Line::new(
+        format!("PipeWeave bulk enqueue, {ENQUEUE_CHUNK} per statement (runs/s)"),
+        &each(&|r| r.at(top).map(|d| d.enqueue)),
+        0,
+    ));
+    for peer in Peer::ALL {
+        let rates = each(&|r| r.peer(peer).map(|p| p.enqueue));
+        if !rates.is_empty() {
+            lines.push(Line::new(
+                format!(
+                    "{} bulk enqueue, {ENQUEUE_CHUNK} per call (jobs/s)",
+                    peer.name()
+                ),
+                &rates,
+                0,
+            ));
+        }
+    }
+    lines.push(Line::new(
+        format!("PipeWeave claim statement, {top} clients (ms)"),
+        &each(&|r| r.at(top).map(|d| d.claim_ms)),
+        2,
+    ));
+    lines.push(Line::new(
+        format!("PipeWeave succeed statement, {top} clients (ms)"),
+        &each(&|r| r.at(top).map(|d| d.succeed_ms)),
+        2,
+    ));
+    lines.push(Line::new(
+        format!("pgbench claim statement, {top} clients (ms)"),
+        &each(&|r| r.at(top).map(|d| d.pgbench_claim_ms)),
+        2,
+    ));
+    lines.push(Line::new(
+        format!("pgbench succeed statement, {top} clients (ms)"),
+        &each(&|r| r.at(top).map(|d| d.pgbench_succeed_ms)),
+        2,
+    ));
+    lines
 }
 
 fn print_table(
@@ -815,97 +1230,28 @@ fn print_table(
     settings: &Settings,
     cores: usize,
     server_version: &str,
-    drained: &[Drained],
-    latencies: &[Latency],
+    lines: &[Line],
 ) {
-    let of = |f: fn(&Drained) -> f64| Spread::of(&drained.iter().map(f).collect::<Vec<_>>());
-    let pipeweave = of(|d| d.pipeweave);
-    let pgbench = of(|d| d.pgbench);
-    let ratio = of(|d| d.pipeweave / d.pgbench);
-    let enqueue = of(|d| d.enqueue);
-    let claim = of(|d| d.claim_ms);
-    let succeed = of(|d| d.succeed_ms);
-    let pgbench_claim = of(|d| d.pgbench_claim_ms);
-    let pgbench_succeed = of(|d| d.pgbench_succeed_ms);
-    let ms = |f: fn(&Latency) -> Duration| {
-        Spread::of(&latencies.iter().map(|l| millis(f(l))).collect::<Vec<_>>())
-    };
-    let p50 = ms(|l| l.p50);
-    let p99 = ms(|l| l.p99);
-    let max = ms(|l| l.max);
-    let answered = ms(|l| l.answered_p50);
-
     println!("\nqueue: claim + complete of no-op runs, and idle enqueue-to-start latency");
     println!(
         "{rounds} rounds on PostgreSQL {server_version} (durability defaults), {cores} threads; \
-         throughput rounds drain {} runs in claims of {} with {} clients; \
-         latency rounds of {} runs one at a time, {} ms apart\n",
+         throughput rounds drain {} runs in claims of {} with {:?} clients; \
+         latency rounds of {} runs one at a time, {} ms apart",
         settings.runs,
         settings.batch,
         settings.clients,
         settings.latency_runs,
         settings.pause.as_millis(),
     );
-    if !settings.db_settings.is_empty() {
-        println!("database settings: {}\n", settings.db_settings.join(", "));
+    if let Some(peers) = &settings.peers {
+        println!(
+            "peers ({}) in the same rounds, each in a fresh database of the same cluster",
+            peers.versions.join(", ")
+        );
     }
-    println!("| figure | median | min | max | target | |");
-    println!("| --- | --- | --- | --- | --- | --- |");
-    println!(
-        "| PipeWeave claim + complete (runs/s) | {:.0} | {:.0} | {:.0} | ≥ 40,000 | {} |",
-        pipeweave.median,
-        pipeweave.min,
-        pipeweave.max,
-        verdict(pipeweave.median >= 40_000.0)
-    );
-    println!(
-        "| pgbench, same SQL (runs/s) | {:.0} | {:.0} | {:.0} | | |",
-        pgbench.median, pgbench.min, pgbench.max
-    );
-    println!(
-        "| ratio PipeWeave / pgbench (same round) | {:.2} | {:.2} | {:.2} | ≥ 0.60 | {} |",
-        ratio.median,
-        ratio.min,
-        ratio.max,
-        verdict(ratio.median >= 0.60)
-    );
-    println!(
-        "| idle enqueue-to-start p50 (ms) | {:.2} | {:.2} | {:.2} | ≤ 2 | {} |",
-        p50.median,
-        p50.min,
-        p50.max,
-        verdict(p50.median <= 2.0)
-    );
-    println!(
-        "| idle enqueue-to-start p99 (ms) | {:.2} | {:.2} | {:.2} | ≤ 8 | {} |",
-        p99.median,
-        p99.min,
-        p99.max,
-        verdict(p99.median <= 8.0)
-    );
-    println!(
-        "| idle enqueue-to-start max (ms) | {:.2} | {:.2} | {:.2} | | |",
-        max.median, max.min, max.max
-    );
-    println!(
-        "| enqueue request answered p50 (ms) | {:.2} | {:.2} | {:.2} | | |",
-        answered.median, answered.min, answered.max
-    );
-    println!(
-        "| bulk enqueue, 10,000 per statement (runs/s) | {:.0} | {:.0} | {:.0} | | |",
-        enqueue.median, enqueue.min, enqueue.max
-    );
-    println!(
-        "| PipeWeave claim / succeed statement (ms) | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | | |",
-        claim.median, succeed.median, claim.min, succeed.min, claim.max, succeed.max
-    );
-    println!(
-        "| pgbench claim / succeed statement (ms) | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | | |",
-        pgbench_claim.median,
-        pgbench_succeed.median,
-        pgbench_claim.min,
-        pgbench_succeed.min,
-        pgbench_claim.max,
-        pgbench_succeed.max
-    );
+    if !settings.db_settings.is_empty() {
+        println!("database settings: {}", settings.db_settings.join(", "));
+    }
+    println!();
+    print_lines(lines);
 }

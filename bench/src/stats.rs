@@ -57,6 +57,64 @@ fn command_output(program: &str, args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
+/// One line of a scenario's table: a figure over the rounds and its target.
+#[derive(Debug, Clone)]
+pub(crate) struct Line {
+    pub(crate) figure: String,
+    pub(crate) spread: Spread,
+    /// Digits after the decimal point.
+    pub(crate) digits: usize,
+    pub(crate) target: String,
+    /// Whether the median meets the target; `None` for a figure without one.
+    pub(crate) met: Option<bool>,
+}
+
+impl Line {
+    /// A figure without a target, from one value per round.
+    pub(crate) fn new(figure: impl Into<String>, values: &[f64], digits: usize) -> Self {
+        Self {
+            figure: figure.into(),
+            spread: Spread::of(values),
+            digits,
+            target: String::new(),
+            met: None,
+        }
+    }
+
+    /// Adds a target, and whether the median meets it.
+    pub(crate) fn target(mut self, target: &str, met: impl Fn(f64) -> bool) -> Self {
+        self.target = target.to_owned();
+        self.met = Some(met(self.spread.median));
+        self
+    }
+}
+
+/// Prints `lines` as a Markdown table.
+pub(crate) fn print_lines(lines: &[Line]) {
+    println!("| figure | median | min | max | target | |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for line in lines {
+        let d = line.digits;
+        let verdict = match line.met {
+            Some(true) => "**met**",
+            Some(false) => "**not met**",
+            None => "",
+        };
+        println!(
+            "| {} | {:.d$} | {:.d$} | {:.d$} | {} | {verdict} |",
+            line.figure, line.spread.median, line.spread.min, line.spread.max, line.target
+        );
+    }
+}
+
+/// What a scenario hands back: its raw rows for the results file, and the
+/// lines of its table for `all`'s summary.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Outcome {
+    pub(crate) rows: Vec<Value>,
+    pub(crate) summary: Vec<Line>,
+}
+
 /// Date, machine, load and commit, for every row.
 pub(crate) fn machine() -> Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")

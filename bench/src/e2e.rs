@@ -1,0 +1,585 @@
+//! The end-to-end scenario: no-op runs through real processes, as in
+//! production, next to graphile-worker (tuned) doing the same number of
+//! no-op jobs on the same cluster in the same round.
+//!
+//! One private PostgreSQL (durability defaults) and two pipelines of
+//! processes, each with a database of its own, since both register a task
+//! called `noop`:
+//!
+//! - **WASM**: the release `pipeweave` binary as `pipeweave orchestrator`
+//!   and `pipeweave host` (its default capacity, one attempt per core,
+//!   unless `--host-capacity`), with `examples/noop` registered by
+//!   `pipeweave register`. Each run goes orchestrator → host over HTTP →
+//!   sandbox → callback.
+//! - **Plain HTTP worker**: another `pipeweave orchestrator` and the Python
+//!   example worker (`examples/python-worker`, its task `noop`), dispatched
+//!   to with the orchestrator's default `MAX_CONCURRENCY`.
+//!
+//! Everything runs with its defaults; the processes' logs go to files in a
+//! scratch directory. The host also logs `pipeweave_host::server` at debug
+//! level, for its `dispatch accepted` lines (below).
+//!
+//! Each round, in an order that turns with the round:
+//!
+//! - **Throughput**: `runs` no-op runs enqueued with `POST /api/queue/batch`
+//!   (1,000 per request) while the processes run; the figure is `runs` over
+//!   the time from the first enqueue request to the first look (every
+//!   20 ms, on the database's partial indexes) that finds none queued or
+//!   running. Any run that ended dead fails the scenario. The table is
+//!   truncated after each drain, untimed.
+//! - **graphile-worker tuned**: the same number of jobs
+//!   (`crate::peers`), enqueued in bulk and drained, in a fresh database.
+//! - **Latency** (WASM only): `latency_runs` runs one at a time, `pause`
+//!   apart, after a warm-up; from just before the enqueue request to the
+//!   host's `dispatch accepted` log line for that run (both wall-clock
+//!   times on the same machine; the host writes the line when the dispatch
+//!   arrives, right before it starts the sandbox, whose cost the sandbox
+//!   scenario measures). The next run starts once the host has logged the
+//!   callback as delivered.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use chrono::{DateTime, Utc};
+use pipeweave_orchestrator::embedded_postgres::{EmbeddedPostgres, Options};
+use pipeweave_testkit::process::{Server, log_field};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+use crate::data::{SECRET, build_pipeweave};
+use crate::peers::{self, Mode as PeerMode, Peer, Peers};
+use crate::queue::{drop_peer_database, peer_database};
+use crate::stats::{Line, Outcome, machine, percentile, print_lines};
+
+/// Runs per `POST /api/queue/batch`.
+const BATCH_REQUEST: usize = 1_000;
+/// Runs through each pipeline before anything is measured.
+const WARM_UP_RUNS: usize = 200;
+/// Latency runs before the first measured one.
+const LATENCY_WARMUP: usize = 50;
+/// The host's log filter: its defaults, plus the dispatch lines.
+const HOST_LOG: &str = "warn,pipeweave=info,pipeweave_host=info,pipeweave_host::server=debug";
+
+/// The scenario's settings.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    /// Runs per throughput measurement, each pipeline and the peer.
+    pub(crate) runs: usize,
+    /// Runs per latency round.
+    pub(crate) latency_runs: usize,
+    /// Pause between latency runs.
+    pub(crate) pause: Duration,
+    /// `pipeweave host --capacity`; its default when `None`.
+    pub(crate) host_capacity: Option<usize>,
+    /// graphile-worker tuned in the same rounds, if installed.
+    pub(crate) peers: Option<Peers>,
+}
+
+/// One round.
+#[derive(Debug, Clone, Copy)]
+struct Round {
+    wasm: f64,
+    python: f64,
+    graphile_tuned: Option<f64>,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+/// One orchestrator with its database.
+struct Pipeline {
+    orchestrator: Server,
+    pool: PgPool,
+}
+
+/// Starts `program args…` with its stderr appended to `log`.
+fn logged(program: &Path, args: &[&str], log: &Path) -> Command {
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg("exec \"$0\" \"$@\" 2>>\"$PIPEWEAVE_BENCH_LOG\"")
+        .arg(program)
+        .args(args)
+        .env("PIPEWEAVE_BENCH_LOG", log);
+    command
+}
+
+/// The end-to-end scenario: returns the raw rows and the summary.
+pub(crate) fn e2e(rounds: usize, settings: &Settings) -> anyhow::Result<Outcome> {
+    ensure!(settings.runs > 0, "--runs must be at least 1");
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let has_python = Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_python {
+        pipeweave_orchestrator::embedded_postgres::install_debian_package("python3")
+            .map_err(|why| anyhow::anyhow!("the plain HTTP worker needs python3: {why}"))?;
+    }
+    eprintln!("building pipeweave (release) and the noop guest…");
+    let pipeweave = build_pipeweave()?;
+    let guest = pipeweave_testkit::guest("noop");
+    eprintln!("starting PostgreSQL…");
+    let cluster = EmbeddedPostgres::start(&Options::default())?;
+    let scratch = tempfile::tempdir()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores)
+        .enable_all()
+        .build()?;
+    let measured = runtime.block_on(run(
+        &pipeweave,
+        &guest,
+        &cluster,
+        scratch.path(),
+        rounds,
+        settings,
+    ));
+    drop(runtime);
+    cluster.stop();
+    let measured = measured?;
+
+    let each =
+        |f: &dyn Fn(&Round) -> Option<f64>| measured.iter().filter_map(f).collect::<Vec<_>>();
+    let capacity = settings
+        .host_capacity
+        .map_or_else(|| format!("{cores} (default)"), |c| c.to_string());
+    let mut summary = vec![
+        Line::new(
+            format!(
+                "e2e: no-op WASM run, orchestrator → host (capacity {capacity}) → callback (runs/s)"
+            ),
+            &each(&|r| Some(r.wasm)),
+            0,
+        ),
+        Line::new(
+            "e2e: no-op run through the Python plain HTTP worker (runs/s)",
+            &each(&|r| Some(r.python)),
+            0,
+        ),
+    ];
+    let graphile = each(&|r| r.graphile_tuned);
+    if !graphile.is_empty() {
+        summary.push(Line::new(
+            "e2e: graphile-worker tuned, same jobs (jobs/s)",
+            &graphile,
+            0,
+        ));
+        summary.push(
+            Line::new(
+                "e2e: ratio WASM / graphile-worker tuned (same round)",
+                &each(&|r| Some(r.wasm / r.graphile_tuned?)),
+                2,
+            )
+            .target("≥ 1", |m| m >= 1.0),
+        );
+        summary.push(Line::new(
+            "e2e: ratio Python worker / graphile-worker tuned (same round)",
+            &each(&|r| Some(r.python / r.graphile_tuned?)),
+            2,
+        ));
+    }
+    summary.push(Line::new(
+        "e2e: idle enqueue → host accepts the dispatch, p50 (ms)",
+        &each(&|r| Some(r.p50_ms)),
+        2,
+    ));
+    summary.push(Line::new(
+        "e2e: idle enqueue → host accepts the dispatch, p99 (ms)",
+        &each(&|r| Some(r.p99_ms)),
+        2,
+    ));
+    summary.push(Line::new(
+        "e2e: idle enqueue → host accepts the dispatch, max (ms)",
+        &each(&|r| Some(r.max_ms)),
+        2,
+    ));
+
+    println!("\ne2e: no-op runs through real orchestrator, host and worker processes");
+    println!(
+        "{rounds} rounds, {cores} cores; {} runs per throughput measurement, enqueued {BATCH_REQUEST} \
+         per request; latency rounds of {} runs one at a time, {} ms apart\n",
+        settings.runs,
+        settings.latency_runs,
+        settings.pause.as_millis()
+    );
+    print_lines(&summary);
+
+    let base = machine();
+    let mut rows = Vec::new();
+    for (i, r) in measured.iter().enumerate() {
+        let mut row = base.clone();
+        row["scenario"] = json!("e2e");
+        row["round"] = json!(i + 1);
+        row["config"] = json!({
+            "runs": settings.runs,
+            "batchRequest": BATCH_REQUEST,
+            "hostCapacity": settings.host_capacity,
+            "hostLog": HOST_LOG,
+            "threads": cores,
+            "latencyRuns": settings.latency_runs,
+            "pauseMs": settings.pause.as_secs_f64() * 1e3,
+            "peers": settings.peers.as_ref().map(|p| p.versions.clone()),
+        });
+        row["wasmRunsPerSec"] = json!(r.wasm);
+        row["pythonWorkerRunsPerSec"] = json!(r.python);
+        row["graphileTunedJobsPerSec"] = json!(r.graphile_tuned);
+        row["ratioWasmToGraphileTuned"] = json!(r.graphile_tuned.map(|g| r.wasm / g));
+        row["latencyToHostP50Ms"] = json!(r.p50_ms);
+        row["latencyToHostP99Ms"] = json!(r.p99_ms);
+        row["latencyToHostMaxMs"] = json!(r.max_ms);
+        rows.push(row);
+    }
+    Ok(Outcome { rows, summary })
+}
+
+/// Creates database `name` and starts an orchestrator on it.
+async fn pipeline(
+    pipeweave: &Path,
+    cluster: &EmbeddedPostgres,
+    admin: &PgPool,
+    scratch: &Path,
+    name: &str,
+) -> anyhow::Result<Pipeline> {
+    peer_database(admin, name).await?;
+    let storage = scratch.join(format!("{name}-storage"));
+    let mut command = logged(
+        pipeweave,
+        &["orchestrator"],
+        &scratch.join(format!("{name}-orchestrator.log")),
+    );
+    command
+        .env("DATABASE_URL", cluster.url(name))
+        .env("PIPEWEAVE_SECRET_KEY", SECRET)
+        .env("PIPEWEAVE_STORAGE_DIR", &storage)
+        .env("PORT", "0")
+        .env("PIPEWEAVE_LISTEN_HOST", "127.0.0.1")
+        .env("LOG_LEVEL", "minimal");
+    let orchestrator =
+        tokio::task::block_in_place(|| Server::start(command, Duration::from_secs(60)));
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&cluster.url(name))
+        .await?;
+    Ok(Pipeline { orchestrator, pool })
+}
+
+async fn run(
+    pipeweave: &Path,
+    guest: &Path,
+    cluster: &EmbeddedPostgres,
+    scratch: &Path,
+    rounds: usize,
+    settings: &Settings,
+) -> anyhow::Result<Vec<Round>> {
+    let admin = PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&cluster.url("postgres"))
+        .await
+        .context("cannot connect to the private cluster")?;
+    let wasm = pipeline(pipeweave, cluster, &admin, scratch, "bench_e2e_wasm").await?;
+    let registered = Command::new(pipeweave)
+        .arg("register")
+        .arg(guest)
+        .args(["--orchestrator", &wasm.orchestrator.url])
+        .output()?;
+    ensure!(
+        registered.status.success(),
+        "pipeweave register failed: {}",
+        String::from_utf8_lossy(&registered.stderr)
+    );
+    let host_log = scratch.join("host.log");
+    let capacity = settings.host_capacity.map(|c| c.to_string());
+    let mut args = vec![
+        "host",
+        "--orchestrator",
+        &wasm.orchestrator.url,
+        "--listen",
+        "127.0.0.1:0",
+        "--host-id",
+        "bench-e2e",
+    ];
+    if let Some(capacity) = &capacity {
+        args.extend(["--capacity", capacity]);
+    }
+    let mut command = logged(pipeweave, &args, &host_log);
+    command
+        .env("PIPEWEAVE_SECRET_KEY", SECRET)
+        .env("PIPEWEAVE_LOG", HOST_LOG)
+        .env(
+            "PIPEWEAVE_CACHE_DIR",
+            pipeweave_testkit::compile_cache_dir(),
+        );
+    let _host = tokio::task::block_in_place(|| Server::start(command, Duration::from_secs(60)));
+
+    let python = pipeline(pipeweave, cluster, &admin, scratch, "bench_e2e_python").await?;
+    let script = pipeweave_testkit::process::python_worker_script();
+    let script = script.to_string_lossy();
+    let command = logged(
+        Path::new("python3"),
+        &[
+            "-u",
+            &script,
+            "--orchestrator",
+            &python.orchestrator.url,
+            "--port",
+            "0",
+        ],
+        &scratch.join("python-worker.log"),
+    );
+    let _worker = tokio::task::block_in_place(|| Server::start(command, Duration::from_secs(40)));
+
+    let http = reqwest::Client::new();
+    eprintln!("warming up: {WARM_UP_RUNS} runs through each pipeline…");
+    throughput(&http, &wasm, WARM_UP_RUNS).await?;
+    throughput(&http, &python, WARM_UP_RUNS).await?;
+    latency(
+        &http,
+        &wasm.orchestrator.url,
+        &host_log,
+        LATENCY_WARMUP,
+        settings.pause,
+    )
+    .await?;
+
+    let mut measured = Vec::new();
+    for round in 0..rounds {
+        let mut figures = [0.0; 2];
+        let mut graphile_tuned = None;
+        for step in 0..3 {
+            match (step + round) % 3 {
+                0 => figures[0] = throughput(&http, &wasm, settings.runs).await?,
+                1 => figures[1] = throughput(&http, &python, settings.runs).await?,
+                _ => graphile_tuned = peer(cluster, &admin, settings, round).await?,
+            }
+        }
+        let (p50, p99, max) = latency(
+            &http,
+            &wasm.orchestrator.url,
+            &host_log,
+            settings.latency_runs,
+            settings.pause,
+        )
+        .await?;
+        let r = Round {
+            wasm: figures[0],
+            python: figures[1],
+            graphile_tuned,
+            p50_ms: p50,
+            p99_ms: p99,
+            max_ms: max,
+        };
+        eprintln!(
+            "round {}: WASM {:.0} runs/s, Python worker {:.0} runs/s, graphile-worker tuned {}; \
+             enqueue → host p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms",
+            round + 1,
+            r.wasm,
+            r.python,
+            graphile_tuned.map_or_else(|| "not run".to_owned(), |g| format!("{g:.0} jobs/s")),
+        );
+        measured.push(r);
+    }
+    wasm.pool.close().await;
+    python.pool.close().await;
+    admin.close().await;
+    Ok(measured)
+}
+
+/// graphile-worker tuned draining `runs` jobs in a fresh database.
+async fn peer(
+    cluster: &EmbeddedPostgres,
+    admin: &PgPool,
+    settings: &Settings,
+    round: usize,
+) -> anyhow::Result<Option<f64>> {
+    let Some(installed) = &settings.peers else {
+        return Ok(None);
+    };
+    let name = format!("bench_e2e_peer_{}", round + 1);
+    peer_database(admin, &name).await?;
+    let mode = PeerMode::Throughput {
+        jobs: settings.runs,
+        chunk: BATCH_REQUEST,
+        batch: 100,
+        clients: 8,
+    };
+    let url = cluster.url(&name);
+    let figures =
+        tokio::task::block_in_place(|| installed.measure(Peer::GraphileTuned, &mode, &url));
+    drop_peer_database(admin, &name).await?;
+    Ok(Some(peers::figure(&figures?, "jobsPerSec")?))
+}
+
+/// Enqueues `n` no-op runs in requests of [`BATCH_REQUEST`] and waits until
+/// none is queued or running; returns runs/s from the first request.
+async fn throughput(http: &reqwest::Client, pipeline: &Pipeline, n: usize) -> anyhow::Result<f64> {
+    let url = &pipeline.orchestrator.url;
+    let started = Instant::now();
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(BATCH_REQUEST);
+        let tasks: Vec<Value> = (0..k)
+            .map(|_| json!({ "taskId": "noop", "input": {} }))
+            .collect();
+        let response = http
+            .post(format!("{url}/api/queue/batch"))
+            .json(&json!({ "tasks": tasks }))
+            .send()
+            .await?;
+        let status = response.status();
+        if status != 201 {
+            bail!(
+                "the batch enqueue answered {status}: {}",
+                response.text().await.unwrap_or_default()
+            );
+        }
+        left -= k;
+    }
+    let deadline = started + Duration::from_secs(1_800);
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let open: bool = sqlx::query_scalar(
+            "select exists (select from runs where state in ('queued', 'awaiting_retry', 'running'))",
+        )
+        .fetch_one(&pipeline.pool)
+        .await?;
+        if !open {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{n} runs did not finish within 30 minutes"
+        );
+    }
+    let elapsed = started.elapsed();
+    let (succeeded, other): (i64, i64) = sqlx::query_as(
+        "select count(*) filter (where state = 'succeeded'), count(*) filter (where state <> 'succeeded') from runs",
+    )
+    .fetch_one(&pipeline.pool)
+    .await?;
+    ensure!(
+        succeeded == n as i64 && other == 0,
+        "{succeeded} of {n} runs succeeded and {other} ended otherwise"
+    );
+    sqlx::query("truncate runs cascade")
+        .execute(&pipeline.pool)
+        .await?;
+    Ok(n as f64 / elapsed.as_secs_f64())
+}
+
+/// The host's log, read as it grows.
+struct LogTail {
+    path: PathBuf,
+    offset: u64,
+    partial: String,
+}
+
+impl LogTail {
+    fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_owned(),
+            offset: std::fs::metadata(path).map_or(0, |m| m.len()),
+            partial: String::new(),
+        }
+    }
+
+    /// The complete lines written since the last call.
+    fn lines(&mut self) -> anyhow::Result<Vec<String>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file = std::fs::File::open(&self.path)?;
+        file.seek(SeekFrom::Start(self.offset))?;
+        let mut text = String::new();
+        self.offset += file.read_to_string(&mut text)? as u64;
+        self.partial.push_str(&text);
+        let Some(end) = self.partial.rfind('\n') else {
+            return Ok(Vec::new());
+        };
+        let complete: Vec<String> = self.partial[..end].lines().map(str::to_owned).collect();
+        self.partial.drain(..=end);
+        Ok(complete)
+    }
+}
+
+/// The wall-clock instant at the start of a `tracing` log line.
+fn logged_at(line: &str) -> Option<DateTime<Utc>> {
+    let first = line.split_whitespace().next()?;
+    DateTime::parse_from_rfc3339(first)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// `runs` runs one at a time: from just before the enqueue request to the
+/// host's `dispatch accepted` line; returns p50, p99 and max in ms.
+async fn latency(
+    http: &reqwest::Client,
+    url: &str,
+    host_log: &Path,
+    runs: usize,
+    pause: Duration,
+) -> anyhow::Result<(f64, f64, f64)> {
+    let mut tail = LogTail::new(host_log);
+    let mut samples = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let sent = Utc::now();
+        let response = http
+            .post(format!("{url}/api/queue/task"))
+            .json(&json!({ "taskId": "noop", "input": {} }))
+            .send()
+            .await?;
+        let status = response.status();
+        let body: Value = response.json().await?;
+        ensure!(status == 201, "enqueue answered {status}: {body}");
+        let run_id = body["runId"].as_str().context("no runId in the answer")?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut accepted = None;
+        let mut delivered = false;
+        while !delivered {
+            for line in tail.lines()? {
+                if log_field(&line, "run_id") != Some(run_id) {
+                    continue;
+                }
+                if line.contains("dispatch accepted") {
+                    accepted = logged_at(&line);
+                } else if line.contains("callback delivered") {
+                    delivered = true;
+                }
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "run {run_id}: no dispatch and callback in the host's log within 10 s"
+            );
+            if !delivered {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        let accepted =
+            accepted.with_context(|| format!("no `dispatch accepted` line for {run_id}"))?;
+        samples.push((accepted - sent).to_std().unwrap_or_default());
+        tokio::time::sleep(pause).await;
+    }
+    samples.sort_unstable();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    Ok((
+        ms(percentile(&samples, 0.5)),
+        ms(percentile(&samples, 0.99)),
+        ms(percentile(&samples, 1.0)),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_instant_and_fields_of_a_host_log_line() {
+        let line = "2026-11-26T10:09:43.123456Z DEBUG pipeweave_host::server: dispatch accepted \
+                    run_id=trun_0193 attempt=1 task_id=noop";
+        let at = logged_at(line).expect("a timestamp");
+        assert_eq!(at.timestamp_subsec_micros(), 123_456);
+        assert_eq!(log_field(line, "run_id"), Some("trun_0193"));
+        assert_eq!(logged_at("no timestamp here"), None);
+    }
+}
