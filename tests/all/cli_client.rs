@@ -4,7 +4,8 @@
 //! running the example guests: their output, their `--json`, and the exit
 //! codes the help documents.
 
-use std::process::{Command, Output};
+use std::io::{BufRead as _, BufReader};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
@@ -374,21 +375,41 @@ async fn with_a_host_trigger_wait_exits_with_the_outcome_and_status_logs_and_dlq
     assert_eq!(logs["attempts"][0]["status"], "failed", "{logs}");
     assert_eq!(logs["attempts"][0]["lines"], json!([]), "{logs}");
 
-    // Following a running attempt's log until it ends.
+    // Following a running attempt's log: its first line arrives while the
+    // attempt still runs (the host stores the log so far at each
+    // heartbeat, every 500 ms for misbehave), and -f ends with the run.
     let sleeper = printed_id(&orchestrator.cli(&[
         "trigger",
         "misbehave",
         "--task",
         "-i",
-        r#"{"mode": "sleep", "ms": 1500}"#,
+        r#"{"mode": "sleep", "ms": 4000}"#,
     ]));
-    let output = orchestrator.cli(&["logs", &sleeper, "-f", "--timeout", "60s"]);
+    let mut follow = Command::new(env!("CARGO_BIN_EXE_pipeweave"))
+        .args(["logs", &sleeper, "-f", "--timeout", "60s"])
+        .args(["--url", orchestrator.url()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let lines = follow.stdout.take().context("stdout")?;
+    let (first, lines) = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(lines).lines();
+        (lines.next(), lines)
+    })
+    .await?;
+    let first = first.context("logs -f printed nothing")??;
+    assert!(first.contains("DEBUG mode sleep"), "{first}");
+    let run: Value = http()
+        .get(format!("{}/api/task-runs/{sleeper}", orchestrator.url()))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(run["status"], "running", "the line came live: {run}");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let output = follow.wait_with_output()?;
     exits(&output, 0);
-    assert!(
-        stdout(&output).contains("DEBUG mode sleep"),
-        "{}",
-        stdout(&output)
-    );
+    assert!(rest.is_empty(), "each line is printed once: {rest:?}");
     assert!(stderr(&output).contains("succeeded"), "{}", stderr(&output));
     let logs = json_of(&orchestrator.cli(&["logs", &sleeper, "--json"]));
     assert_eq!(logs["attempts"][0]["status"], "succeeded", "{logs}");
