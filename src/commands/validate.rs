@@ -113,6 +113,11 @@ impl Report {
     }
 }
 
+/// `1 error`, `2 errors`.
+fn plural(n: usize, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+}
+
 /// An error and its causes on one line.
 fn chain(error: &anyhow::Error) -> String {
     format!("{error:#}")
@@ -275,7 +280,6 @@ fn print_report(title: &str, report: &Report) -> std::io::Result<()> {
         writeln!(out, "  {mark} {:<width$}  {}", check.subject, check.message)?;
     }
     let (errors, warnings) = (report.count(Status::Error), report.count(Status::Warning));
-    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
     let verdict = if report.valid() {
         console::style(format!("valid ({})", plural(warnings, "warning")))
             .green()
@@ -320,9 +324,9 @@ pub(crate) async fn run(args: ValidateArgs) -> Result<u8, CommandError> {
                 "manifest",
                 match project.manifest_file() {
                     Some(_) => format!(
-                        "{MANIFEST_FILE}: project {}, {} pipeline(s)",
+                        "{MANIFEST_FILE}: project {}, {}",
                         project.name(),
-                        project.pipelines().len()
+                        plural(project.pipelines().len(), "pipeline")
                     ),
                     None => format!(
                         "no {MANIFEST_FILE}: project {} with defaults (the crate's cdylib is the task, no pipelines)",
@@ -392,8 +396,8 @@ async fn check_project(
         Status::Ok,
         "build",
         format!(
-            "{} component(s) from {}",
-            components.len(),
+            "{} from {}",
+            plural(components.len(), "component"),
             project.package_names().join(", ")
         ),
     );
