@@ -52,18 +52,21 @@ struct DatabaseArgs {
 #[derive(Debug, clap::Subcommand)]
 enum DbCommand {
     /// Create PipeWeave's schema on a database that does not have it.
+    #[command(after_help = DB_EXAMPLES)]
     Init {
         #[command(flatten)]
         database: DatabaseArgs,
     },
     /// Apply the migrations this database lacks (the orchestrator also does
     /// this at start-up).
+    #[command(after_help = DB_EXAMPLES)]
     Migrate {
         #[command(flatten)]
         database: DatabaseArgs,
     },
     /// Show applied and pending migrations and how many runs the database
     /// holds by state.
+    #[command(after_help = DB_EXAMPLES)]
     Status {
         #[command(flatten)]
         database: DatabaseArgs,
@@ -73,6 +76,7 @@ enum DbCommand {
     },
     /// Drop every table, type and function PipeWeave owns (all runs,
     /// pipelines, services and schedules) and migrate again.
+    #[command(after_help = DB_EXAMPLES)]
     Reset {
         #[command(flatten)]
         database: DatabaseArgs,

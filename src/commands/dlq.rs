@@ -55,6 +55,7 @@ pub(crate) struct DlqArgs {
 #[derive(Debug, clap::Subcommand)]
 enum DlqCommand {
     /// List dead runs not retried yet, latest death first.
+    #[command(after_help = DLQ_EXAMPLES)]
     List {
         /// Only dead runs of this task.
         #[arg(long)]
@@ -70,11 +71,13 @@ enum DlqCommand {
         limit: u16,
     },
     /// Show one dead run with its input, error and every attempt.
+    #[command(after_help = DLQ_EXAMPLES)]
     Show {
         /// The run (`trun_…`) or DLQ entry (`dlq_…`).
         id: String,
     },
     /// Enqueue a dead run again as a new run.
+    #[command(after_help = DLQ_EXAMPLES)]
     Retry {
         /// The run (`trun_…`) or DLQ entry (`dlq_…`).
         id: String,
@@ -84,6 +87,7 @@ enum DlqCommand {
         pin_code_hash: bool,
     },
     /// Enqueue every dead run not retried yet again, on current code.
+    #[command(after_help = DLQ_EXAMPLES)]
     RetryAll {
         /// Only dead task runs of this pipeline's runs; each resumes its
         /// pipeline run.
@@ -94,6 +98,7 @@ enum DlqCommand {
         task: Option<String>,
     },
     /// Delete dead runs that died longer ago than a duration.
+    #[command(after_help = DLQ_EXAMPLES)]
     Purge {
         /// How long ago they died: `7d`, `12h`, `30m`, `2w`…
         #[arg(long, default_value = "7d")]

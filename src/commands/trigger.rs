@@ -80,7 +80,7 @@ pub(crate) struct TriggerArgs {
 
     /// With `--task`: the run's priority, 0 to 2147483647, lower first
     /// (default: the task's own).
-    #[arg(long, requires = "task")]
+    #[arg(long, requires = "task", value_parser = clap::value_parser!(u32).range(0..=2_147_483_647))]
     priority: Option<u32>,
 
     /// With `--task`: while a run of this task with this key is live,
