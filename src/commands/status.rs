@@ -501,3 +501,54 @@ fn compact(value: &Value) -> String {
         text
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::pipeline_run_text;
+
+    #[test]
+    fn a_pipeline_run_is_a_tree_along_allowed_next_with_each_join_once() {
+        let task = |id: &str, status: &str| {
+            json!({ "runId": format!("trun_{id}"), "taskId": id, "status": status, "attempt": 1,
+                    "codeVersion": 2, "codeHash": "0123456789abcdef0123", "codeChanged": id == "c" })
+        };
+        let run = json!({
+            "pipelineRunId": "prun_1", "pipelineId": "p", "pipelineVersion": 3, "status": "running",
+            "failureMode": "fail-fast", "createdAt": "2026-11-26T09:41:47Z",
+            "codeChanges": ["c"],
+            "structureSnapshot": { "entry": ["a"], "tasks": {
+                "a": { "allowedNext": ["b", "c"] },
+                "b": { "allowedNext": ["d"] },
+                "c": { "allowedNext": ["d"] },
+                "d": { "allowedNext": [] },
+            }},
+            "taskRuns": [task("a", "succeeded"), task("b", "succeeded"), task("c", "running")],
+        });
+        let text = console::strip_ansi_codes(&pipeline_run_text(&run)).into_owned();
+        let rows: Vec<String> = text
+            .lines()
+            .skip_while(|line| !line.starts_with("TASK"))
+            .skip(1)
+            .map(|line| {
+                line.chars()
+                    .take(7)
+                    .collect::<String>()
+                    .trim_end()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(rows, ["a", "├─ b", "│  └─ d", "└─ c", "   └─ d"], "{text}");
+        assert!(text.contains("│  └─ d  not run"), "{text}");
+        assert!(text.contains("   └─ d  ↑ above"), "{text}");
+        assert!(
+            text.contains("code changed  c (registered code differs"),
+            "{text}"
+        );
+        assert!(
+            text.contains("v2 0123456789abcdef (code changed since trigger)"),
+            "{text}"
+        );
+    }
+}
