@@ -501,20 +501,7 @@ impl Project {
     /// is a terminal and not `quiet`; cargo's errors are printed if it
     /// fails.
     pub(crate) fn build(&self, debug: bool, quiet: bool) -> anyhow::Result<Vec<PathBuf>> {
-        let mut args: Vec<String> = Vec::new();
-        for package in &self.packages {
-            args.extend(["-p".into(), package.name.clone()]);
-            for feature in &self.manifest.features {
-                args.extend(["--features".into(), format!("{}/{feature}", package.name)]);
-            }
-        }
-        args.push(
-            match self.manifest.targets {
-                Targets::Lib => "--lib",
-                Targets::Examples => "--examples",
-            }
-            .into(),
-        );
+        let args = self.cargo_args();
         let components = run_cargo_build(&CargoBuild {
             dir: &self.root,
             manifest: &self.root.join("Cargo.toml"),
@@ -539,6 +526,28 @@ impl Project {
             );
         }
         Ok(components)
+    }
+}
+
+impl Project {
+    /// What `cargo build` needs besides the target and profile: each
+    /// package, the manifest's features for each, and which targets.
+    fn cargo_args(&self) -> Vec<String> {
+        let mut args: Vec<String> = Vec::new();
+        for package in &self.packages {
+            args.extend(["-p".into(), package.name.clone()]);
+            for feature in &self.manifest.features {
+                args.extend(["--features".into(), format!("{}/{feature}", package.name)]);
+            }
+        }
+        args.push(
+            match self.manifest.targets {
+                Targets::Lib => "--lib",
+                Targets::Examples => "--examples",
+            }
+            .into(),
+        );
+        args
     }
 }
 
@@ -981,6 +990,109 @@ entry = ["download", "archive"]
         for bad in ["", "A", "pdf_pipeline", "-a", "a-", "a--b", "2a", "a b"] {
             assert!(!is_kebab_case(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_pdf_pipeline_is_a_project_of_example_tasks() -> anyhow::Result<()> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/pdf-pipeline");
+        let project = Project::discover(&dir)?;
+        assert_eq!(project.name(), "pdf-pipeline");
+        assert_eq!(project.pipelines()[0].id, "pdf-processing");
+        assert_eq!(project.pipelines()[0].entry, ["download"]);
+        assert_eq!(
+            project.cargo_args(),
+            [
+                "-p",
+                "pipeweave-example-pdf-pipeline",
+                "--features",
+                "pipeweave-example-pdf-pipeline/guest",
+                "--examples"
+            ]
+        );
+        let root = project.root().to_owned();
+        assert_eq!(
+            project.watch_paths(),
+            [
+                root.join("Cargo.toml"),
+                root.join("pipeweave.toml"),
+                root.join("src"),
+                root.join("tasks"),
+            ]
+        );
+        assert_eq!(project.secrets_file(), root.join(".secrets.yaml"));
+        Ok(())
+    }
+
+    #[test]
+    fn a_crate_without_a_manifest_is_one_task_named_after_it() -> anyhow::Result<()> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hello");
+        let project = Project::discover(&dir)?;
+        assert_eq!(project.name(), "pipeweave-example-hello");
+        assert!(project.pipelines().is_empty());
+        assert!(project.manifest_file().is_none());
+        assert_eq!(
+            project.cargo_args(),
+            ["-p", "pipeweave-example-hello", "--lib"]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_workspace_of_task_crates_builds_every_task_crate() -> anyhow::Result<()> {
+        let temp = tempfile::tempdir()?;
+        let root = temp.path().join("my-tasks");
+        let write = |path: &str, text: &str| -> std::io::Result<()> {
+            let path = root.join(path);
+            std::fs::create_dir_all(path.parent().unwrap_or(&root))?;
+            std::fs::write(path, text)
+        };
+        write(
+            "Cargo.toml",
+            "[workspace]\nmembers = [\"a\", \"b\", \"shared\"]\nresolver = \"3\"\n",
+        )?;
+        for task in ["a", "b"] {
+            write(
+                &format!("{task}/Cargo.toml"),
+                &format!(
+                    "[package]\nname = \"task-{task}\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[lib]\ncrate-type = [\"cdylib\"]\n"
+                ),
+            )?;
+            write(&format!("{task}/src/lib.rs"), "")?;
+        }
+        write(
+            "shared/Cargo.toml",
+            "[package]\nname = \"shared\"\nversion = \"0.1.0\"\nedition = \"2024\"\n",
+        )?;
+        write("shared/src/lib.rs", "")?;
+
+        let project = Project::discover(&root)?;
+        assert_eq!(project.name(), "my-tasks");
+        assert_eq!(
+            project.cargo_args(),
+            ["-p", "task-a", "-p", "task-b", "--lib"]
+        );
+
+        write("pipeweave.toml", "[build]\npackage = \"task-b\"\n")?;
+        assert_eq!(
+            Project::discover(&root)?.cargo_args(),
+            ["-p", "task-b", "--lib"]
+        );
+
+        write("pipeweave.toml", "[build]\npackage = \"shared\"\n")?;
+        let error = Project::discover(&root)
+            .expect_err("shared has no task")
+            .to_string();
+        assert!(error.contains("package shared has no task"), "{error}");
+
+        write("pipeweave.toml", "[build]\npackage = \"nope\"\n")?;
+        let error = Project::discover(&root)
+            .expect_err("no such package")
+            .to_string();
+        assert!(
+            error.contains("task-a, task-b") || error.contains("shared"),
+            "{error}"
+        );
+        Ok(())
     }
 
     #[test]

@@ -23,6 +23,7 @@ const VALIDATE_HELP: &str = "\
 What it checks:
   the manifest (pipeweave.toml): keys, names, pipeline ids, failure modes
   the build: every task compiles for wasm32-wasip2
+  .secrets.yaml, if there is one: a flat map of secret names to values
   each task's descriptor: id, limits, allowedNext ids, outbound hosts, secret names
   task ids: no two components declare the same one
   each pipeline: entry and allowedNext tasks exist, no cycle (the path is printed),
@@ -159,6 +160,21 @@ fn example_secret_names(root: &Path) -> Option<BTreeSet<String>> {
 /// Checks the built tasks and the pipelines.
 fn check_tasks_and_pipelines(project: &Project, tasks: &[ProjectTask], report: &mut Report) {
     let ids: BTreeSet<&str> = tasks.iter().map(ProjectTask::id).collect();
+    let secrets_file = project.secrets_file();
+    if secrets_file.is_file() {
+        match pipeweave_host::SecretStore::from_yaml_file(&secrets_file) {
+            Ok(store) => report.add(
+                Status::Ok,
+                "secrets",
+                format!(
+                    "{}: {}",
+                    project::SECRETS_FILE,
+                    plural(store.len(), "secret")
+                ),
+            ),
+            Err(error) => report.add(Status::Error, "secrets", error.to_string()),
+        }
+    }
     let example_secrets = example_secret_names(project.root());
     for task in tasks {
         report.add(Status::Ok, format!("task {}", task.id()), describe(task));
@@ -254,8 +270,8 @@ fn pipeline_summary(validated: &Validated) -> String {
         .map(|(i, step)| format!("{}. {}", i + 1, step.tasks.join(", ")))
         .collect();
     format!(
-        "{} tasks from {}: {}",
-        validated.structure.tasks.len(),
+        "{} from {}: {}",
+        plural(validated.structure.tasks.len(), "task"),
         validated.structure.entry.join(", "),
         steps.join("  ")
     )
