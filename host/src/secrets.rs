@@ -2,7 +2,8 @@
 //! their values are kept out of everything an attempt reports.
 //!
 //! A [`SecretStore`] holds secret values by name. It is read once, when the
-//! host or the local runner starts, from one of:
+//! host or the local runner starts (a host picks up a rotated value when it
+//! restarts), from one of:
 //!
 //! - a **directory** with one file per secret ([`SecretStore::from_dir`]):
 //!   the file name is the secret's name and its contents, minus one

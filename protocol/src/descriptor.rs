@@ -478,7 +478,9 @@ impl TaskDescriptor {
     /// Has the host send the secret `secret` as `Authorization: Bearer
     /// <value>` on requests to `host`, which must be one of the declared
     /// outbound hosts, exactly as declared (`secret` must be declared too).
-    /// A request that sets `Authorization` itself keeps its own.
+    /// A request that sets `Authorization` itself keeps its own. A bare
+    /// host matches `http` and `https`; declare `https://host` to keep the
+    /// credential off plain HTTP.
     #[must_use]
     pub fn credential(mut self, host: impl Into<String>, secret: impl Into<String>) -> Self {
         self.credentials.push(Credential {
