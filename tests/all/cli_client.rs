@@ -25,6 +25,11 @@ struct Orchestrator {
 
 impl Orchestrator {
     fn start() -> Self {
+        Self::start_with_env(&[])
+    }
+
+    /// One with extra environment variables.
+    fn start_with_env(env: &[(&str, &str)]) -> Self {
         let database_url = pipeweave_testkit::postgres::migrated_database(|url| {
             let output = pipeweave(&["db", "migrate", "--url", url]);
             assert!(output.status.success(), "db migrate: {}", stderr(&output));
@@ -39,7 +44,8 @@ impl Orchestrator {
             .env("PORT", "0")
             .env("PIPEWEAVE_LISTEN_HOST", "127.0.0.1")
             .env("POLL_INTERVAL_MS", "100")
-            .env("LOG_LEVEL", "minimal");
+            .env("LOG_LEVEL", "minimal")
+            .envs(env.iter().copied());
         Self {
             server: Server::start(command, Duration::from_secs(30)),
             _storage: storage,
@@ -473,6 +479,35 @@ async fn with_a_host_trigger_wait_exits_with_the_outcome_and_status_logs_and_dlq
     let page = json_of(&orchestrator.cli(&["dlq", "list", "--json"]));
     assert_eq!(page["total"], 0, "{page}");
     Ok(())
+}
+
+#[test]
+fn an_orchestrator_with_an_api_key_needs_it_for_writes_and_logs_and_says_so() {
+    const KEY: &str = "open-sesame-0123456789";
+    let orchestrator = Orchestrator::start_with_env(&[("PIPEWEAVE_API_KEY", KEY)]);
+    let output = orchestrator.cli(&["dlq", "retry-all"]);
+    exits(&output, 2);
+    assert!(
+        stderr(&output).contains("requires an API key: pass --api-key or set PIPEWEAVE_API_KEY"),
+        "{}",
+        stderr(&output)
+    );
+    let output = orchestrator.cli(&["dlq", "retry-all", "--api-key", "wrong"]);
+    exits(&output, 2);
+    assert!(
+        stderr(&output).contains("refused the API key"),
+        "{}",
+        stderr(&output)
+    );
+    exits(
+        &orchestrator.cli(&["dlq", "retry-all", "--api-key", KEY]),
+        0,
+    );
+    // Reads of stored data need it too; other reads do not.
+    let run = "trun_019ac2a1f3e27c55a1b2c3d4e5f60718";
+    exits(&orchestrator.cli(&["logs", run]), 2);
+    exits(&orchestrator.cli(&["logs", run, "--api-key", KEY]), 5);
+    exits(&orchestrator.cli(&["status", run]), 5);
 }
 
 #[test]
