@@ -27,6 +27,7 @@ What it writes:
   tests/fixtures/NAME.json   a fixture: pipeweave test runs it
   .secrets.yaml.example      where local secrets go (copy to .secrets.yaml)
   .gitignore                 target/ and .secrets.yaml
+  Cargo.lock                 the versions PipeWeave's source builds the SDK with
 
 The guest SDK is not on crates.io: the crate depends on it by path, by
 default the guest-sdk folder of the PipeWeave source this binary was built
@@ -321,7 +322,16 @@ pub(crate) async fn run(args: InitArgs) -> Result<u8, CommandError> {
         }
     }
     let sdk = find_sdk(args.sdk_path.as_deref()).map_err(CommandError::usage)?;
-    let files = scaffold(&args.name, &sdk);
+    let mut files = scaffold(&args.name, &sdk);
+    // The versions PipeWeave's own source builds the SDK with, so the
+    // scaffold builds with them too (cargo drops the entries it does not
+    // need); without it cargo picks the newest.
+    if let Some(lock) = sdk
+        .parent()
+        .and_then(|source| std::fs::read_to_string(source.join("Cargo.lock")).ok())
+    {
+        files.push(("Cargo.lock".into(), lock));
+    }
     for (path, text) in &files {
         let path = dir.join(path);
         if let Some(parent) = path.parent() {

@@ -43,8 +43,8 @@ const TEST_HELP: &str = "\
 Fixtures:
   tests/fixtures/<task-id>.json           one case
   tests/fixtures/<task-id>/<case>.json    any number of cases
-  {\"input\": {…}, \"expected\": {…}}        the exact output
-  {\"input\": {…}, \"error\": {\"code\": \"EMPTY_NAME\"}}   a failure (code, and text in its message)
+  {\"input\": {…}, \"expected\": {…}}                  the exact output
+  {\"input\": {…}, \"error\": {\"code\": \"EMPTY_NAME\"}}  a failure: its code, and text its message contains
   optional: \"upstream\": {\"task\": output}, \"assets\": {\"key\": \"file\"}, \"next\": [\"task\", …]
 Secrets come from the project's .secrets.yaml (a flat map of name: value).
 

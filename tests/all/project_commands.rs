@@ -90,6 +90,7 @@ fn init_scaffolds_a_task_that_passes_its_own_fixture_test() {
         "tests/fixtures/word-count.json",
         ".secrets.yaml.example",
         ".gitignore",
+        "Cargo.lock",
     ] {
         assert!(dir.join(file).is_file(), "{file} was not written");
     }
