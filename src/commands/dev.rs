@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{Context as _, anyhow};
 use notify::Watcher as _;
 use pipeweave_host::server::ServerConfig;
 use pipeweave_host::{Runner, RunnerConfig};
@@ -27,6 +27,7 @@ use pipeweave_orchestrator::{Shutdown, ShutdownTrigger};
 use serde_json::{Value, json};
 
 use crate::cli::{CommandError, exit};
+use crate::client::{ApiClient, ClientArgs, segment};
 use crate::project::{Project, ProjectTask, load_tasks};
 use crate::{parse, ui};
 
@@ -402,9 +403,7 @@ async fn serve(
         }
         if let Some(input) = input {
             let target = run_target(args.run.as_deref(), sources, &known)?;
-            let succeeded = run_once(&running, &target, input, &shutdown)
-                .await
-                .map_err(CommandError::internal)?;
+            let succeeded = run_once(&running, &target, input, &shutdown).await?;
             if args.once {
                 return Ok(if succeeded {
                     exit::SUCCESS
@@ -720,129 +719,54 @@ fn is_editor_noise(path: &Path) -> bool {
         || name == "4913"
 }
 
-/// Runs the pipeline or task once, shows its progress, prints its result
-/// on stdout; returns whether it succeeded.
+/// Runs the pipeline or task once and follows it as `trigger --wait`
+/// does: progress on stderr, outputs on stdout. Returns whether it
+/// succeeded.
 async fn run_once(
     running: &Running,
     target: &RunTarget,
     input: Value,
     shutdown: &Shutdown,
-) -> anyhow::Result<bool> {
-    let started = Instant::now();
-    let (path, body, label) = match target {
-        RunTarget::Pipeline(id) => (
-            format!("/api/pipelines/{id}/trigger"),
-            json!({ "input": input }),
-            format!("pipeline {id}"),
-        ),
-        RunTarget::Task(id) => (
-            "/api/queue/task".to_owned(),
-            json!({ "taskId": id, "input": input }),
-            format!("task {id}"),
-        ),
+) -> Result<bool, CommandError> {
+    let api = ApiClient::new(&ClientArgs {
+        url: running.api.clone(),
+        api_key: None,
+        json: false,
+    })?;
+    let (answer, run_id) = match target {
+        RunTarget::Pipeline(id) => {
+            let answer = api
+                .post(
+                    &format!("/api/pipelines/{}/trigger", segment(id)),
+                    Some(&json!({ "input": input })),
+                )
+                .await?;
+            let run_id = answer["pipelineRunId"].as_str().map(str::to_owned);
+            (answer, run_id)
+        }
+        RunTarget::Task(id) => {
+            let answer = api
+                .post(
+                    "/api/queue/task",
+                    Some(&json!({ "taskId": id, "input": input })),
+                )
+                .await?;
+            let run_id = answer["runId"].as_str().map(str::to_owned);
+            (answer, run_id)
+        }
     };
-    let answer: Value = super::register::answer(
-        running
-            .http
-            .post(format!("{}{path}", running.api))
-            .json(&body)
-            .send()
-            .await?,
-        &format!("triggering {label}"),
-    )
-    .await?;
-    let run_id = answer["pipelineRunId"]
-        .as_str()
-        .or_else(|| answer["runId"].as_str())
-        .ok_or_else(|| anyhow!("the trigger answered without a run id: {answer}"))?
-        .to_owned();
+    let run_id = run_id.ok_or_else(|| {
+        CommandError::internal(anyhow!("the orchestrator's answer names no run: {answer}"))
+    })?;
+    let label = match target {
+        RunTarget::Pipeline(id) => format!("pipeline {id}"),
+        RunTarget::Task(id) => format!("task {id}"),
+    };
     ui::step("queued", format!("{run_id} ({label})"));
-    let run_path = match target {
-        RunTarget::Pipeline(_) => format!("/api/runs/{run_id}"),
-        RunTarget::Task(_) => format!("/api/task-runs/{run_id}"),
-    };
-    let mut reported = BTreeMap::new();
-    loop {
-        if shutdown.is_stopping() {
-            bail!("stopped before run {run_id} finished");
-        }
-        let run: Value = super::register::answer(
-            running
-                .http
-                .get(format!("{}{run_path}", running.api))
-                .send()
-                .await?,
-            "reading the run",
-        )
-        .await?;
-        if let Some(task_runs) = run["taskRuns"].as_array() {
-            for task_run in task_runs {
-                report_task_run(task_run, &mut reported);
-            }
-        }
-        let status = run["status"].as_str().unwrap_or_default();
-        let ended = matches!(
-            status,
-            "succeeded" | "failed" | "partial" | "dead" | "cancelled"
-        );
-        if !ended {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        }
-        let elapsed = started.elapsed().as_millis();
-        let succeeded = status == "succeeded";
-        if succeeded {
-            ui::ok("succeeded", format!("{label} in {elapsed} ms"));
-        } else {
-            ui::failed(status, format!("{label} after {elapsed} ms"));
-        }
-        let result = match target {
-            RunTarget::Task(_) if succeeded => run["output"].clone(),
-            RunTarget::Task(_) => run["error"].clone(),
-            RunTarget::Pipeline(_) => pipeline_outputs(&run),
-        };
-        println!("{}", serde_json::to_string_pretty(&result)?);
-        return Ok(succeeded);
+    tokio::select! {
+        code = super::trigger::follow(&api, &run_id, None, false) => Ok(code? == exit::SUCCESS),
+        () = shutdown.wait() => Err(CommandError::internal(anyhow!(
+            "stopped before {run_id} ended"
+        ))),
     }
-}
-
-/// Prints a task run of a pipeline run once it ends.
-fn report_task_run(task_run: &Value, reported: &mut BTreeMap<String, String>) {
-    let (Some(id), Some(task), Some(status)) = (
-        task_run["runId"].as_str(),
-        task_run["taskId"].as_str(),
-        task_run["status"].as_str(),
-    ) else {
-        return;
-    };
-    if reported.get(id).map(String::as_str) == Some(status)
-        || !matches!(status, "succeeded" | "dead" | "cancelled")
-    {
-        return;
-    }
-    reported.insert(id.to_owned(), status.to_owned());
-    let detail = format!("{task} (attempt {})", task_run["attempt"]);
-    if status == "succeeded" {
-        ui::ok(status, detail);
-    } else {
-        let reason = task_run["error"]["message"].as_str().unwrap_or_default();
-        ui::failed(status, format!("{detail} {reason}"));
-    }
-}
-
-/// A pipeline run's result: each task's output (or error), by task id.
-fn pipeline_outputs(run: &Value) -> Value {
-    let mut outputs = serde_json::Map::new();
-    for task_run in run["taskRuns"].as_array().into_iter().flatten() {
-        let Some(task) = task_run["taskId"].as_str() else {
-            continue;
-        };
-        let value = if task_run["status"] == "succeeded" {
-            task_run["output"].clone()
-        } else {
-            json!({ "status": task_run["status"], "error": task_run["error"] })
-        };
-        outputs.insert(task.to_owned(), value);
-    }
-    Value::Object(outputs)
 }

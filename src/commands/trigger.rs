@@ -170,10 +170,24 @@ pub(crate) async fn run(args: TriggerArgs) -> Result<u8, CommandError> {
     if !args.client.json {
         announce(&args, &answer, &run_id);
     }
-    let ended = match wait(&api, &run_id, args.timeout, !args.client.json).await? {
+    follow(&api, &run_id, args.timeout, args.client.json).await
+}
+
+/// Waits for a run to end, showing its progress on stderr (unless `json`),
+/// then prints the outcome: a summary line and the outputs on stdout, or
+/// with `json` the run as the API shows it. Returns the exit code by
+/// outcome (`TIMED_OUT` as an error once `timeout` passes). `trigger
+/// --wait` and `pipeweave dev --input` both end this way.
+pub(crate) async fn follow(
+    api: &ApiClient,
+    run_id: &str,
+    timeout: Option<Duration>,
+    json: bool,
+) -> Result<u8, CommandError> {
+    let ended = match wait(api, run_id, timeout, !json).await? {
         Waited::Ended(run) => run,
         Waited::TimedOut(run) => {
-            if args.client.json {
+            if json {
                 print_json(&run)?;
             }
             return Err(CommandError {
@@ -181,7 +195,7 @@ pub(crate) async fn run(args: TriggerArgs) -> Result<u8, CommandError> {
                 error: anyhow!(
                     "{run_id} is still {} after {}; it goes on: follow it with `pipeweave status {run_id}` or `pipeweave logs {run_id} -f`",
                     run["status"].as_str().unwrap_or("running"),
-                    args.timeout
+                    timeout
                         .map(pipeweave_host::human::format_duration)
                         .unwrap_or_default()
                 ),
@@ -189,12 +203,12 @@ pub(crate) async fn run(args: TriggerArgs) -> Result<u8, CommandError> {
         }
     };
     let succeeded = ended["status"] == "succeeded";
-    if args.client.json {
+    if json {
         print_json(&ended)?;
     } else {
-        summarize(&ended, &run_id);
+        summarize(&ended, run_id);
         if succeeded {
-            print_json(&outputs(&ended, &run_id))?;
+            print_json(&outputs(&ended, run_id))?;
         }
     }
     Ok(if succeeded {
