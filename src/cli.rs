@@ -30,7 +30,15 @@ pub mod exit {
 }
 
 const TOP_LEVEL_HELP: &str = "\
-Examples:
+Examples (a task author's loop):
+  pipeweave init my-task                                      a task crate that builds and passes its fixture test
+  pipeweave test                                              run the project's tasks against tests/fixtures/
+  pipeweave validate                                          check descriptors and pipeline graphs, no database
+  pipeweave visualize -o pipeline.md                          the pipelines as a Mermaid diagram
+  pipeweave dev                                               PostgreSQL + orchestrator + host; rebuild on every edit
+  pipeweave deploy --url https://pw.example.com               publish tasks and pipelines to an orchestrator
+
+Examples (running and operating):
   pipeweave run examples/hello --input '{\"name\": \"Ada\"}'      build a task crate and run it in a sandbox
   pipeweave run task.wasm --input @input.json --json          run a built component, JSON report
   pipeweave run --help                                        every option of the local runner

@@ -26,6 +26,7 @@ pub(crate) struct ClientArgs {
     /// The orchestrator's base URL.
     #[arg(
         long,
+        alias = "orchestrator",
         env = "PIPEWEAVE_URL",
         default_value = "http://127.0.0.1:3000",
         global = true

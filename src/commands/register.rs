@@ -10,11 +10,12 @@ use pipeweave_host::{LoadedTask, Runner, RunnerConfig};
 use pipeweave_protocol::wire::{ModuleUploaded, RegisterRequest, RegisterResponse, RegisteredTask};
 
 use crate::cli::{CommandError, exit};
+use crate::client::ClientArgs;
 
 const HELP: &str = "\
 Examples:
   pipeweave register target/wasm32-wasip2/release/hello.wasm
-  pipeweave register task.wasm --orchestrator https://pw.example.com --api-key $KEY --service docs
+  pipeweave register task.wasm --url https://pw.example.com --api-key $KEY --service docs
   pipeweave deploy examples/pdf-pipeline      a whole project: its tasks and pipelines
 
 The component's own describe() supplies the task's descriptor; the
@@ -27,13 +28,6 @@ changed hash registers a new code version of the task.";
 pub(crate) struct RegisterArgs {
     /// The task component (`.wasm`).
     component: PathBuf,
-    /// The orchestrator.
-    #[arg(
-        long,
-        env = "PIPEWEAVE_ORCHESTRATOR_URL",
-        default_value = "http://127.0.0.1:3000"
-    )]
-    orchestrator: String,
     /// Service id to register under. Default: the task's id.
     #[arg(long)]
     service: Option<String>,
@@ -45,9 +39,8 @@ pub(crate) struct RegisterArgs {
     /// component once here).
     #[arg(long, env = "PIPEWEAVE_CACHE_DIR", value_name = "DIR")]
     cache_dir: Option<PathBuf>,
-    /// The orchestrator's API key, if it requires one for writes.
-    #[arg(long, env = "PIPEWEAVE_API_KEY", hide_env_values = true)]
-    api_key: Option<String>,
+    #[command(flatten)]
+    client: ClientArgs,
 }
 
 pub(crate) async fn answer<T: serde::de::DeserializeOwned>(
@@ -143,9 +136,9 @@ pub(crate) async fn run(args: RegisterArgs) -> Result<u8, CommandError> {
         .await
         .with_context(|| format!("{} is not a task component", args.component.display()))
         .map_err(CommandError::usage)?;
-    let base = args.orchestrator.trim_end_matches('/');
+    let base = args.client.url.trim_end_matches('/');
     let size = bytes.len();
-    let http = pipeweave_host::server::orchestrator_client(args.api_key.as_deref())
+    let http = pipeweave_host::server::orchestrator_client(args.client.api_key.as_deref())
         .context("--api-key")
         .map_err(CommandError::usage)?
         .build()
@@ -159,6 +152,11 @@ pub(crate) async fn run(args: RegisterArgs) -> Result<u8, CommandError> {
     }
     .await
     .map_err(CommandError::internal)?;
+    if args.client.json {
+        let answer = serde_json::to_value(&registered).map_err(CommandError::internal)?;
+        crate::client::print_json(&answer)?;
+        return Ok(exit::SUCCESS);
+    }
     let version = registered
         .code_changes
         .iter()
