@@ -26,7 +26,7 @@ What it writes:
   pipeweave.toml             the project and a pipeline that starts with the task
   tests/fixtures/NAME.json   a fixture: pipeweave test runs it
   .secrets.yaml.example      where local secrets go (copy to .secrets.yaml)
-  .gitignore                 target/ and .secrets.yaml
+  .gitignore                 target/, .pipeweave/ and .secrets.yaml
   Cargo.lock                 the versions PipeWeave's source builds the SDK with
 
 The guest SDK is not on crates.io: the crate depends on it by path, by
@@ -283,7 +283,7 @@ entry = ["{name}"]
             fixture,
         ),
         (".secrets.yaml.example".into(), secrets_example),
-        (".gitignore".into(), format!("/target/\n{SECRETS_FILE}\n")),
+        (".gitignore".into(), format!("/target/\n/.pipeweave/\n{SECRETS_FILE}\n")),
     ]
 }
 
