@@ -323,40 +323,7 @@ fn print_entry(entry: &Value) {
         .unwrap_or_default();
     if !attempts.is_empty() {
         println!();
-        let mut table = Table::new(&[
-            "ATTEMPT",
-            "OUTCOME",
-            "STARTED (UTC)",
-            "TOOK",
-            "ON",
-            "CODE",
-            "ERROR",
-            "LOG",
-        ]);
-        for attempt in &attempts {
-            table.row(vec![
-                ui::cell(&attempt["attempt"]),
-                ui::state(attempt["outcome"].as_str().unwrap_or("?")),
-                ui::time(&attempt["startedAt"]),
-                ui::elapsed(&attempt["startedAt"], &attempt["finishedAt"]),
-                ui::cell(&attempt["target"]),
-                format!(
-                    "v{} {}",
-                    ui::cell(&attempt["codeVersion"]),
-                    ui::dim(ui::short_hash(attempt["codeHash"].as_str().unwrap_or("-")))
-                ),
-                if attempt["error"].is_object() {
-                    error_text(&attempt["error"])
-                } else {
-                    "-".to_owned()
-                },
-                if attempt["logsPath"].is_string() {
-                    "yes".into()
-                } else {
-                    "-".into()
-                },
-            ]);
-        }
+        let table = super::status::attempts_table(&attempts, true);
         table.print();
     }
     let id = ui::cell(&entry["taskRunId"]);

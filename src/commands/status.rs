@@ -439,34 +439,7 @@ fn task_run_text(run: &Value) -> String {
     let attempts = run["attempts"].as_array().cloned().unwrap_or_default();
     if !attempts.is_empty() {
         text.push('\n');
-        let mut table = Table::new(&[
-            "ATTEMPT",
-            "OUTCOME",
-            "STARTED (UTC)",
-            "TOOK",
-            "ON",
-            "CODE",
-            "ERROR",
-        ]);
-        for attempt in &attempts {
-            table.row(vec![
-                ui::cell(&attempt["attempt"]),
-                ui::state(attempt["outcome"].as_str().unwrap_or("?")),
-                ui::time(&attempt["startedAt"]),
-                ui::elapsed(&attempt["startedAt"], &attempt["finishedAt"]),
-                ui::cell(&attempt["target"]),
-                format!(
-                    "v{} {}",
-                    ui::cell(&attempt["codeVersion"]),
-                    ui::dim(ui::short_hash(attempt["codeHash"].as_str().unwrap_or("-")))
-                ),
-                if attempt["error"].is_object() {
-                    error_text(&attempt["error"])
-                } else {
-                    "-".to_owned()
-                },
-            ]);
-        }
+        let table = attempts_table(&attempts, false);
         text.push_str(&table.render(""));
         let id = ui::cell(&run["runId"]);
         text.push_str(&format!(
@@ -478,6 +451,53 @@ fn task_run_text(run: &Value) -> String {
 }
 
 /// An attempt error as one line: message, code and reason.
+/// The table of a run's attempts (as `GET /api/task-runs/{id}` and
+/// `GET /api/dlq/{id}` list them); with `logs`, a column saying whether
+/// each attempt stored a log.
+pub(crate) fn attempts_table(attempts: &[Value], logs: bool) -> Table {
+    let mut headers = vec![
+        "ATTEMPT",
+        "OUTCOME",
+        "STARTED (UTC)",
+        "TOOK",
+        "ON",
+        "CODE",
+        "ERROR",
+    ];
+    if logs {
+        headers.push("LOG");
+    }
+    let mut table = Table::new(&headers);
+    for attempt in attempts {
+        let mut row = vec![
+            ui::cell(&attempt["attempt"]),
+            ui::state(attempt["outcome"].as_str().unwrap_or("?")),
+            ui::time(&attempt["startedAt"]),
+            ui::elapsed(&attempt["startedAt"], &attempt["finishedAt"]),
+            ui::cell(&attempt["target"]),
+            format!(
+                "v{} {}",
+                ui::cell(&attempt["codeVersion"]),
+                ui::dim(ui::short_hash(attempt["codeHash"].as_str().unwrap_or("-")))
+            ),
+            if attempt["error"].is_object() {
+                error_text(&attempt["error"])
+            } else {
+                "-".to_owned()
+            },
+        ];
+        if logs {
+            row.push(if attempt["logsPath"].is_string() {
+                "yes".into()
+            } else {
+                "-".into()
+            });
+        }
+        table.row(row);
+    }
+    table
+}
+
 pub(crate) fn error_text(error: &Value) -> String {
     let message = error["message"].as_str().unwrap_or("no message");
     let code = error["code"]
