@@ -17,7 +17,7 @@
 //! 4. hydrates the input: inline (`initialInput`) or read from `inputPath`
 //!    through the dispatch's storage token;
 //! 5. runs the attempt, handing it the secrets its task declared from the
-//!    host's [`SecretStore`]; while it runs, rewrites its log object with
+//!    host's [`SecretStore`] and the dispatch's `sealedSecrets`; while it runs, rewrites its log object with
 //!    the log so far at the heartbeat interval whenever new lines arrived
 //!    (so the log can be followed live); on success stores its assets and
 //!    a large output (dehydration); either way stores its final log
@@ -47,7 +47,7 @@ use pipeweave_protocol::wire::{
 };
 use pipeweave_protocol::{CodeHash, FailureReason};
 use pipeweave_storage::object_store::{ObjectStore, ObjectStoreExt as _};
-use pipeweave_storage::{Access, Sealer, layout};
+use pipeweave_storage::{Access, Sealer, SecretBox, layout};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::{OnceCell, Semaphore};
@@ -108,6 +108,8 @@ struct Host {
     in_flight: Mutex<HashMap<String, InFlight>>,
     /// Opens storage tokens.
     sealer: Sealer,
+    /// Opens the secrets a dispatch carries.
+    secret_box: SecretBox,
 }
 
 /// What a cancel notice needs of an attempt in flight.
@@ -146,6 +148,7 @@ pub async fn serve(
     let host = Arc::new(Host {
         runner,
         sealer: Sealer::new(&config.secret_key),
+        secret_box: SecretBox::new(&config.secret_key),
         slots: Semaphore::new(config.capacity.max(1)),
         config,
         http,
@@ -602,7 +605,10 @@ async fn execute(
     request.attempt = dispatch.attempt;
     request.code_version = dispatch.code_version;
     request.previous_attempts = dispatch.previous_attempts.clone();
-    request.secrets = host.config.secrets.for_task(task.descriptor());
+    request.secrets = match attempt_secrets(host, dispatch, &task) {
+        Ok(secrets) => secrets,
+        Err(message) => return failure(FailureReason::DispatchFailed, message, true),
+    };
     request.upstream = hydrated.upstream.clone();
     request.upstream_assets = hydrated.upstream_assets.clone();
     request.timeout = Some(Duration::from_millis(dispatch.timeout_ms));
@@ -636,6 +642,33 @@ async fn execute(
             true,
         ),
     }
+}
+
+/// The secrets an attempt gets: those its task declared, from the
+/// dispatch's `sealedSecrets` (kept by the orchestrator) and from the
+/// host's own [`SecretStore`], which wins on a name both hold. Sealed
+/// secrets that do not open fail the attempt (retryable: the key may be
+/// rotated into place).
+fn attempt_secrets(
+    host: &Host,
+    dispatch: &Dispatch,
+    task: &LoadedTask,
+) -> Result<HashMap<String, String>, String> {
+    let mut secrets = HashMap::new();
+    if let Some(sealed) = &dispatch.sealed_secrets {
+        let opened = host
+            .secret_box
+            .open_dispatch(sealed, &dispatch.run_id, dispatch.attempt)
+            .map_err(|error| format!("cannot open the dispatch's secrets: {error}"))?;
+        let declared = &task.descriptor().secrets;
+        secrets.extend(
+            opened
+                .into_iter()
+                .filter(|(name, _)| declared.contains(name)),
+        );
+    }
+    secrets.extend(host.config.secrets.for_task(task.descriptor()));
+    Ok(secrets)
 }
 
 /// The run whose prefix (`runs/{runId}/`) the attempt writes under: its

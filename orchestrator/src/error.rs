@@ -30,6 +30,9 @@ pub enum Error {
     /// An object-storage read or write failed.
     #[error("object storage")]
     ObjectStore(#[from] pipeweave_storage::object_store::Error),
+    /// A task secret could not be sealed or opened.
+    #[error("task secrets")]
+    Secrets(#[from] pipeweave_storage::SecretBoxError),
 }
 
 /// The orchestrator's result type.

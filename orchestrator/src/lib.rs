@@ -84,6 +84,7 @@ pub fn app_state(pool: sqlx::PgPool, config: Config) -> Result<api::AppState> {
     Ok(api::AppState {
         stores: Arc::new(stores),
         sealer: pipeweave_storage::Sealer::new(&config.secret_key),
+        secret_box: pipeweave_storage::SecretBox::new(&config.secret_key),
         claims: scheduler::claims_pool(&pool, 4),
         pool,
         config: Arc::new(config),

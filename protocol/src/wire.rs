@@ -188,6 +188,12 @@ pub struct Dispatch {
     /// Sealed, short-lived credentials and scope for object storage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_token: Option<String>,
+    /// The secrets the task declares that the orchestrator keeps
+    /// (`PUT /api/secrets/{name}`), sealed for this run and attempt with a
+    /// key derived from `PIPEWEAVE_SECRET_KEY` (`pwss1.…`, see
+    /// `pipeweave_storage::secret_box`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_secrets: Option<String>,
     /// The input, when small enough to travel inline (the spec's
     /// `initialInput`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -470,6 +476,7 @@ mod tests {
             heartbeat_interval_ms: 30_000,
             timeout_ms: 300_000,
             storage_token: None,
+            sealed_secrets: None,
             initial_input: Some(serde_json::json!({"url": "https://example.com/a.pdf"})),
             input_path: None,
             upstream_refs: BTreeMap::new(),

@@ -49,7 +49,7 @@ pub(super) fn orchestrator(database_url: &str, port: u16) -> Server {
 }
 
 /// `pipeweave orchestrator` with extra environment variables.
-fn orchestrator_with_env(database_url: &str, port: u16, env: &[(&str, &str)]) -> Server {
+pub(super) fn orchestrator_with_env(database_url: &str, port: u16, env: &[(&str, &str)]) -> Server {
     let mut command = Command::new(env!("CARGO_BIN_EXE_pipeweave"));
     command.envs(env.iter().copied());
     command
@@ -115,7 +115,7 @@ pub(super) fn register(orchestrator_url: &str, guest: &str) {
     register_with_args(orchestrator_url, guest, &[]);
 }
 
-fn register_with_args(orchestrator_url: &str, guest: &str, extra: &[&str]) {
+pub(super) fn register_with_args(orchestrator_url: &str, guest: &str, extra: &[&str]) {
     let wasm = pipeweave_testkit::guest(guest);
     let mut args = vec![
         "register",

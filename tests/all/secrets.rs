@@ -12,7 +12,8 @@ use pipeweave_testkit::process::Server;
 use serde_json::{Value, json};
 
 use super::orchestrator::{
-    client, database, enqueue, host_command, orchestrator, register, storage_dir, wait_final,
+    client, database, enqueue, host_command, orchestrator, orchestrator_with_env, register,
+    register_with_args, storage_dir, wait_final,
 };
 use crate::{path_str, pipeweave, stderr, stdout};
 
@@ -176,6 +177,93 @@ async fn an_attempts_log_is_stored_while_it_runs() -> Result<()> {
         last.contains("\"started\"") && last.contains("\"finished\""),
         "the final upload replaces the log so far: {last}"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_orchestrator_keeps_secrets_sealed_and_dispatches_them_to_the_tasks_that_declare_them()
+-> Result<()> {
+    const API_KEY: &str = "0123456789abcdef-secrets-key";
+    let database_url = database();
+    let orchestrator = orchestrator_with_env(&database_url, 0, &[("PIPEWEAVE_API_KEY", API_KEY)]);
+    let api = &orchestrator.url;
+    let http = client();
+    // Setting one is a write: it needs the key.
+    let refused = http
+        .put(format!("{api}/api/secrets/api-token"))
+        .json(&json!({ "value": TOKEN }))
+        .send()
+        .await?;
+    assert_eq!(refused.status(), 401);
+    let put = |name: &str, value: &str| {
+        http.put(format!("{api}/api/secrets/{name}"))
+            .bearer_auth(API_KEY)
+            .json(&json!({ "value": value }))
+            .send()
+    };
+    assert_eq!(put("api-token", "first-value").await?.status(), 201);
+    assert_eq!(put("api-token", TOKEN).await?.status(), 200);
+    assert_eq!(put("bad name", TOKEN).await?.status(), 400);
+    let listed: Value = http
+        .get(format!("{api}/api/secrets"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(listed["secrets"][0]["name"], "api-token", "{listed}");
+    assert_eq!(
+        listed["secrets"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
+    assert!(!listed.to_string().contains(TOKEN), "{listed}");
+    // The database holds it sealed.
+    let pool = sqlx::PgPool::connect(&database_url).await?;
+    let sealed: Vec<u8> = sqlx::query_scalar("select sealed from secrets where name = 'api-token'")
+        .fetch_one(&pool)
+        .await?;
+    ensure!(
+        !sealed.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()),
+        "the value is stored in the clear"
+    );
+
+    // A host with no secrets of its own gets it in the dispatch.
+    register_with_args(api, "secrets", &["--api-key", API_KEY]);
+    let host = host(api, "host-dispatched-secrets", &["--api-key", API_KEY]);
+    let echo = echo_peer().await;
+    let fetch = || async {
+        let answer: Value = http
+            .post(format!("{api}/api/queue/task"))
+            .bearer_auth(API_KEY)
+            .json(&json!({ "taskId": "secrets", "input": { "mode": "fetch", "urls": [echo] } }))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let run_id = answer["runId"].as_str().unwrap_or_default().to_owned();
+        let run = wait_final(api, &run_id, Duration::from_secs(60)).await?;
+        ensure!(run["status"] == "succeeded", "{run}");
+        Ok::<_, anyhow::Error>(run["output"]["responses"][0]["body"].clone())
+    };
+    assert_eq!(fetch().await?, format!("Bearer {TOKEN}").as_str());
+    let host_log = host.stderr_lines().join("\n");
+    assert!(!host_log.contains(TOKEN), "{host_log}");
+
+    // Deleted, later dispatches go without it.
+    let deleted = http
+        .delete(format!("{api}/api/secrets/api-token"))
+        .bearer_auth(API_KEY)
+        .send()
+        .await?;
+    assert_eq!(deleted.status(), 204);
+    let listed: Value = http
+        .get(format!("{api}/api/secrets"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(listed["secrets"], json!([]), "{listed}");
+    assert_eq!(fetch().await?, "none");
     Ok(())
 }
 

@@ -17,6 +17,7 @@ mod queue;
 mod register;
 mod runs_view;
 mod schedules;
+mod secrets;
 mod services;
 pub use services::HOST_PING_INTERVAL_MS;
 mod tick;
@@ -59,6 +60,8 @@ pub struct AppState {
     pub stores: Arc<pipeweave_storage::Stores>,
     /// Seals the storage token of each dispatch.
     pub sealer: pipeweave_storage::Sealer,
+    /// Seals task secrets at rest and in each dispatch.
+    pub secret_box: pipeweave_storage::SecretBox,
 }
 
 impl AppState {
@@ -126,6 +129,7 @@ fn routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
         .merge(pipeline_cancel::router())
         .merge(logs::router())
         .merge(schedules::router())
+        .merge(secrets::router())
         .merge(workers::router())
         .merge(tick::router())
         .merge(objects::router())

@@ -205,6 +205,7 @@ pub async fn dispatch_round(scheduler: &Scheduler) -> crate::Result<Round> {
         round.full |= claimed.len() as i64 == CLAIM_BATCH;
         let previous = previous_attempts(pool, &claimed).await?;
         let mut upstream = upstream_refs(pool, &claimed).await?;
+        let secrets = task_secrets(scheduler, &claimed).await?;
         for run in claimed {
             let (refs, failed) = upstream.remove(&run.id).unwrap_or_default();
             let mut dispatch = dispatch_message(
@@ -214,6 +215,14 @@ pub async fn dispatch_round(scheduler: &Scheduler) -> crate::Result<Round> {
                 refs,
             );
             dispatch.failed_upstream = failed;
+            if let Some(values) = secrets.get(&run.task_id) {
+                dispatch.sealed_secrets = scheduler
+                    .state
+                    .secret_box
+                    .seal_dispatch(values, &dispatch.run_id, dispatch.attempt)
+                    .inspect_err(|error| tracing::error!(run_id = %dispatch.run_id, %error, "the attempt goes without its secrets"))
+                    .ok();
+            }
             let url = format!("{}/tasks/{}", target.url, run.task_id);
             let reference = AttemptRef {
                 run_id: run.id,
@@ -392,6 +401,37 @@ fn storage_token(
         .ok()
 }
 
+/// The secrets each claimed task declares that the orchestrator keeps,
+/// opened, by task id. A value that does not open (sealed under another
+/// `PIPEWEAVE_SECRET_KEY`) is left out, and logged.
+async fn task_secrets(
+    scheduler: &Scheduler,
+    claimed: &[storage::runs::Claimed],
+) -> crate::Result<HashMap<String, BTreeMap<String, String>>> {
+    let mut task_ids: Vec<String> = claimed.iter().map(|run| run.task_id.clone()).collect();
+    task_ids.sort_unstable();
+    task_ids.dedup();
+    let mut secrets: HashMap<String, BTreeMap<String, String>> = HashMap::new();
+    for declared in storage::secrets::declared_by(&scheduler.state.pool, &task_ids).await? {
+        match scheduler
+            .state
+            .secret_box
+            .open_value(&declared.name, &declared.sealed)
+        {
+            Ok(value) => {
+                secrets
+                    .entry(declared.task_id)
+                    .or_default()
+                    .insert(declared.name, value);
+            }
+            Err(error) => {
+                tracing::error!(secret = %declared.name, task_id = %declared.task_id, %error, "a stored secret cannot be opened; set it again")
+            }
+        }
+    }
+    Ok(secrets)
+}
+
 fn dispatch_message(
     scheduler: &Scheduler,
     run: &storage::runs::Claimed,
@@ -402,6 +442,7 @@ fn dispatch_message(
     let run_id = RunId(run.id).to_string();
     Dispatch {
         storage_token: storage_token(scheduler, run, &run_id),
+        sealed_secrets: None,
         callback_url: format!("{public_url}/api/callback/{run_id}"),
         heartbeat_url: format!("{public_url}/api/heartbeat"),
         run_id,

@@ -16,6 +16,7 @@ pub mod pipelines;
 pub mod runs;
 pub mod schedules;
 pub mod schema;
+pub mod secrets;
 pub mod services;
 pub mod tasks;
 

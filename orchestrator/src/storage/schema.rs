@@ -15,6 +15,7 @@ use super::pipelines::PipelineRunState;
 
 /// The tables the migrations create, and sqlx's record of the migrations.
 pub const OWNED_TABLES: &[&str] = &[
+    "secrets",
     "schedules",
     "idempotency_keys",
     "maintenance",

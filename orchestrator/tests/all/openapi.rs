@@ -58,6 +58,9 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("get", "/api/schedules"),
     ("get", "/api/schedules/{id}"),
     ("delete", "/api/schedules/{id}"),
+    ("put", "/api/secrets/{name}"),
+    ("get", "/api/secrets"),
+    ("delete", "/api/secrets/{name}"),
 ];
 
 /// The operations a document describes, as `(method, path)`.
