@@ -54,6 +54,16 @@ struct SecretView {
     updated_at: DateTime<Utc>,
 }
 
+impl SecretView {
+    fn of(row: storage::secrets::SecretName) -> Self {
+        Self {
+            name: row.name,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
 /// Every secret's name.
 #[derive(Debug, Serialize, ToSchema)]
 struct SecretList {
@@ -104,23 +114,10 @@ async fn put_secret(
         .secret_box
         .seal_value(&name, &request.value)
         .map_err(crate::Error::from)?;
-    let now = Utc::now();
-    let created = storage::secrets::put(&state.pool, &name, &sealed, now).await?;
+    let row = storage::secrets::put(&state.pool, &name, &sealed, Utc::now()).await?;
+    let created = row.created_at == row.updated_at;
     tracing::info!(secret = %name, created, "secret set");
-    let listed = storage::secrets::list(&state.pool).await?;
-    let view = listed
-        .into_iter()
-        .find(|row| row.name == name)
-        .map(|row| SecretView {
-            name: row.name,
-            created_at: row.created_at,
-            updated_at: row.updated_at,
-        })
-        .unwrap_or(SecretView {
-            name,
-            created_at: now,
-            updated_at: now,
-        });
+    let view = SecretView::of(row);
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -139,14 +136,7 @@ async fn put_secret(
 async fn list_secrets(State(state): State<AppState>) -> Result<Json<SecretList>, ApiError> {
     let rows = storage::secrets::list(&state.pool).await?;
     Ok(Json(SecretList {
-        secrets: rows
-            .into_iter()
-            .map(|row| SecretView {
-                name: row.name,
-                created_at: row.created_at,
-                updated_at: row.updated_at,
-            })
-            .collect(),
+        secrets: rows.into_iter().map(SecretView::of).collect(),
     }))
 }
 

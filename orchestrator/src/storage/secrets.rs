@@ -16,18 +16,20 @@ pub struct SecretName {
     pub updated_at: DateTime<Utc>,
 }
 
-/// Sets a secret's sealed value; returns whether it was new.
+/// Sets a secret's sealed value; returns its row (new when
+/// `created_at == updated_at`).
 pub async fn put(
     pool: &PgPool,
     name: &str,
     sealed: &[u8],
     now: DateTime<Utc>,
-) -> sqlx::Result<bool> {
-    sqlx::query_scalar!(
+) -> sqlx::Result<SecretName> {
+    sqlx::query_as!(
+        SecretName,
         r#"insert into secrets (name, sealed, created_at, updated_at)
            values ($1, $2, $3, $3)
            on conflict (name) do update set sealed = excluded.sealed, updated_at = excluded.updated_at
-           returning (created_at = updated_at) as "created!""#,
+           returning name, created_at, updated_at"#,
         name,
         sealed,
         now
