@@ -889,9 +889,13 @@ async fn store_log(host: &Host, dispatch: &Dispatch, events: &AttemptEvents) -> 
 
 /// The shortest time between two interim uploads of a log.
 const MIN_LIVE_LOG_INTERVAL: Duration = Duration::from_millis(200);
+/// The longest wait between interim log uploads, whatever the heartbeat
+/// interval (60 s by default): `pipeweave logs -f` should show a line
+/// within seconds.
+const MAX_LIVE_LOG_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Stores the attempt's log so far while it runs, at the heartbeat
-/// interval and only when new lines arrived since the last upload, at the
+/// interval (at most every 2 s) and only when new lines arrived since the last upload, at the
 /// same path as the final log, so `pipeweave logs -f` can follow a run by
 /// polling it. [`run_attempt`] stops this before the final [`store_log`],
 /// which replaces the object. A failed interim upload is logged (a warning
@@ -900,7 +904,8 @@ async fn live_log_loop(host: Arc<Host>, dispatch: Dispatch, events: Arc<AttemptE
     if dispatch.storage_token.is_none() {
         return;
     }
-    let interval = Duration::from_millis(dispatch.heartbeat_interval_ms).max(MIN_LIVE_LOG_INTERVAL);
+    let interval = Duration::from_millis(dispatch.heartbeat_interval_ms)
+        .clamp(MIN_LIVE_LOG_INTERVAL, MAX_LIVE_LOG_INTERVAL);
     let (run_id, attempt) = (&dispatch.run_id, dispatch.attempt);
     let mut location = None;
     let mut uploaded = 0;
