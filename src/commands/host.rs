@@ -13,8 +13,24 @@ use pipeweave_host::{Runner, RunnerConfig, SecretStore};
 
 use crate::cli::{CommandError, exit};
 
+const HELP: &str = "\
+Examples:
+  PIPEWEAVE_SECRET_KEY=… pipeweave host --orchestrator http://orchestrator:3000
+                                     take work on 127.0.0.1:4000, one attempt per CPU at a time
+  pipeweave host --listen 0.0.0.0:4000 --public-url http://host-1:4000 --capacity 8
+                                     reachable from other machines
+  pipeweave host --secrets-dir /run/secrets
+                                     tasks get the secrets they declare from a mounted directory
+
+The host registers itself with the orchestrator, fetches each module by its
+code hash the first time it needs it (then runs it from its compiled
+cache), runs every attempt in a fresh sandbox, sends heartbeats while the
+guest runs and calls back with the result. PIPEWEAVE_SECRET_KEY must be
+the orchestrator's.";
+
 /// Flags of `pipeweave host`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = HELP)]
 pub(crate) struct HostArgs {
     /// The orchestrator to take work from.
     #[arg(
