@@ -283,7 +283,10 @@ entry = ["{name}"]
             fixture,
         ),
         (".secrets.yaml.example".into(), secrets_example),
-        (".gitignore".into(), format!("/target/\n/.pipeweave/\n{SECRETS_FILE}\n")),
+        (
+            ".gitignore".into(),
+            format!("/target/\n/.pipeweave/\n{SECRETS_FILE}\n"),
+        ),
     ]
 }
 
