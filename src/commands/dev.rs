@@ -58,7 +58,9 @@ Exit codes:
 #[command(after_help = HELP)]
 pub(crate) struct DevArgs {
     /// Projects (task crates or folders with a pipeweave.toml) or built
-    /// components (`.wasm`) to serve. Default: the current directory.
+    /// components (`.wasm`) to serve. Default: the current directory, if
+    /// it holds a Cargo.toml; else nothing is built and the orchestrator
+    /// serves plain HTTP workers and later registrations.
     paths: Vec<PathBuf>,
     /// Run a pipeline or task once with this input (JSON, or @file) and
     /// print its result.
@@ -192,10 +194,19 @@ pub(crate) async fn run(args: DevArgs) -> Result<u8, CommandError> {
         .map(|text| parse::json(text, "--input"))
         .transpose()
         .map_err(CommandError::usage)?;
-    let paths = if args.paths.is_empty() {
+    // No paths: the project in the current directory, if there is one;
+    // else nothing to build, and the orchestrator still serves (for plain
+    // HTTP workers, or `pipeweave register` later).
+    let paths = if !args.paths.is_empty() {
+        args.paths.clone()
+    } else if Path::new("Cargo.toml").is_file() {
         vec![PathBuf::from(".")]
     } else {
-        args.paths.clone()
+        ui::step(
+            "no project",
+            "no Cargo.toml here: serving with no tasks (pass a project directory to build one)",
+        );
+        Vec::new()
     };
     let sources = paths
         .iter()

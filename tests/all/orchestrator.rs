@@ -852,8 +852,11 @@ fn dev_runs_a_task_through_the_queue_and_leaves_nothing_behind() {
 #[test]
 fn dev_stops_everything_on_ctrl_c() {
     use std::io::{BufRead, BufReader};
+    // In a folder with no project: nothing to build, the rest serves.
+    let empty = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
     let mut child = Command::new(env!("CARGO_BIN_EXE_pipeweave"))
         .args(["dev", "--port", "0"])
+        .current_dir(empty.path())
         .stderr(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .spawn()
