@@ -43,7 +43,13 @@ Exit codes:
 pub(crate) struct InitArgs {
     /// The task's name: kebab-case, such as `resize-image`. It is the
     /// crate's name, the task's id and the project's name.
-    name: String,
+    #[arg(required_unless_present = "name_flag", value_name = "NAME")]
+    name: Option<String>,
+
+    /// The same as NAME, as the spec writes it (`pipeweave init --name
+    /// my-service`).
+    #[arg(long = "name", value_name = "NAME", conflicts_with = "name")]
+    name_flag: Option<String>,
 
     /// Where to create the crate. Default: `./NAME`. It must not exist or
     /// be empty.
@@ -308,11 +314,13 @@ fn find_sdk(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
 
 /// Runs `pipeweave init`.
 pub(crate) async fn run(args: InitArgs) -> Result<u8, CommandError> {
-    check_name(&args.name).map_err(CommandError::usage)?;
-    let dir = args
-        .dir
+    let name = args
+        .name
         .clone()
-        .unwrap_or_else(|| PathBuf::from(&args.name));
+        .or_else(|| args.name_flag.clone())
+        .unwrap_or_default();
+    check_name(&name).map_err(CommandError::usage)?;
+    let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from(&name));
     if dir.exists() {
         let empty = std::fs::read_dir(&dir)
             .map(|mut entries| entries.next().is_none())
@@ -325,7 +333,7 @@ pub(crate) async fn run(args: InitArgs) -> Result<u8, CommandError> {
         }
     }
     let sdk = find_sdk(args.sdk_path.as_deref()).map_err(CommandError::usage)?;
-    let mut files = scaffold(&args.name, &sdk);
+    let mut files = scaffold(&name, &sdk);
     // The versions PipeWeave's own source builds the SDK with, so the
     // scaffold builds with them too (cargo drops the entries it does not
     // need); without it cargo picks the newest.
@@ -348,7 +356,7 @@ pub(crate) async fn run(args: InitArgs) -> Result<u8, CommandError> {
     }
     println!(
         "Created the task {} in {}:",
-        console::style(&args.name).bold(),
+        console::style(&name).bold(),
         dir.display()
     );
     for (path, _) in &files {
