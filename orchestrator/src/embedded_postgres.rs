@@ -81,29 +81,7 @@ impl EmbeddedPostgres {
                 dir
             }
         };
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
-        if root {
-            let (uid, gid) = postgres_ids().map_err(fail)?;
-            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(|e| {
-                fail(format!(
-                    "cannot give {} to the postgres user: {e}",
-                    dir.display()
-                ))
-            })?;
-            let reachable = as_postgres(root, Path::new("test"))
-                .arg("-w")
-                .arg(&dir)
-                .status()
-                .is_ok_and(|s| s.success());
-            if !reachable {
-                return Err(fail(format!(
-                    "the postgres user cannot write to {}: a parent folder is closed to it \
-                     (such as /root); use a project outside it or a temporary database",
-                    dir.display()
-                )));
-            }
-        }
+        prepare_dir(&dir, root).map_err(fail)?;
         let data = dir.join("data");
         if kept && let Some(pid) = running_postmaster(&data) {
             return Err(fail(format!(
@@ -267,6 +245,38 @@ impl Drop for EmbeddedPostgres {
     fn drop(&mut self) {
         self.shut_down();
     }
+}
+
+/// Whether a cluster can be kept in `dir`: it is created if missing and,
+/// when this process is root, given to the `postgres` user, who must be
+/// able to write there (a parent folder such as `/root` can be closed to
+/// it). `pipeweave dev` asks before it chooses where to keep its database.
+pub fn can_keep_in(dir: &Path) -> bool {
+    prepare_dir(dir, is_root()).is_ok()
+}
+
+/// Creates `dir` and, as root, gives it to the `postgres` user and checks
+/// that the server will be able to write there.
+fn prepare_dir(dir: &Path, root: bool) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    if !root {
+        return Ok(());
+    }
+    let (uid, gid) = postgres_ids()?;
+    std::os::unix::fs::chown(dir, Some(uid), Some(gid))
+        .map_err(|e| format!("cannot give {} to the postgres user: {e}", dir.display()))?;
+    let writable = as_postgres(root, Path::new("test"))
+        .arg("-w")
+        .arg(dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !writable {
+        return Err(format!(
+            "the postgres user cannot write to {}: a parent folder is closed to it (such as /root)",
+            dir.display()
+        ));
+    }
+    Ok(())
 }
 
 /// The pid of a live server that holds the cluster in `data`, from its

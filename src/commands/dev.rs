@@ -17,12 +17,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, anyhow};
+use anyhow::{Context as _, anyhow, bail};
 use notify::Watcher as _;
 use pipeweave_host::server::ServerConfig;
 use pipeweave_host::{Runner, RunnerConfig};
 use pipeweave_orchestrator::config::{Config, LogLevel, Mode};
-use pipeweave_orchestrator::embedded_postgres::{EmbeddedPostgres, Options};
+use pipeweave_orchestrator::embedded_postgres::{EmbeddedPostgres, Options, can_keep_in};
 use pipeweave_orchestrator::{Shutdown, ShutdownTrigger};
 use serde_json::{Value, json};
 
@@ -109,6 +109,9 @@ enum Source {
 #[derive(Debug)]
 struct StateDir {
     path: PathBuf,
+    /// Where a kept database lives: `postgres/` in `path`, unless the
+    /// `postgres` user cannot reach it (see [`kept_database_dir`]).
+    postgres: PathBuf,
     kept: bool,
     _temporary: Option<tempfile::TempDir>,
 }
@@ -130,8 +133,10 @@ impl StateDir {
                     std::fs::write(&ignore, "*\n")
                         .with_context(|| format!("cannot write {}", ignore.display()))?;
                 }
+                let postgres = kept_database_dir(&path)?;
                 Ok(Self {
                     path,
+                    postgres,
                     kept: true,
                     _temporary: None,
                 })
@@ -143,6 +148,7 @@ impl StateDir {
                     .context("cannot create a temporary folder")?;
                 Ok(Self {
                     path: temporary.path().to_owned(),
+                    postgres: temporary.path().join("postgres"),
                     kept: false,
                     _temporary: Some(temporary),
                 })
@@ -169,6 +175,36 @@ impl StateDir {
         }
         Ok(key)
     }
+}
+
+/// Where to keep the project's database: `.pipeweave/postgres`, or, when
+/// this runs as root in a folder the `postgres` user cannot reach (a clone
+/// under `/root`), a folder of its own under `/var/tmp` named after the
+/// project's path, so it is still found by the next start.
+fn kept_database_dir(state: &Path) -> anyhow::Result<PathBuf> {
+    let local = state.join("postgres");
+    if can_keep_in(&local) {
+        return Ok(local);
+    }
+    let _ = std::fs::remove_dir(&local);
+    let project = state.canonicalize().unwrap_or_else(|_| state.to_owned());
+    let digest = pipeweave_protocol::CodeHash::of(project.to_string_lossy().as_bytes());
+    let shared = if Path::new("/var/tmp").is_dir() {
+        PathBuf::from("/var/tmp")
+    } else {
+        std::env::temp_dir()
+    };
+    let elsewhere = shared
+        .join(format!("pipeweave-dev-{}", digest.short()))
+        .join("postgres");
+    if !can_keep_in(&elsewhere) {
+        bail!(
+            "the postgres user can write neither to {} nor to {}; use --temp or --database-url",
+            local.display(),
+            elsewhere.display()
+        );
+    }
+    Ok(elsewhere)
 }
 
 fn write_private(file: &Path, text: &str) -> anyhow::Result<()> {
@@ -238,7 +274,7 @@ pub(crate) async fn run(args: DevArgs) -> Result<u8, CommandError> {
             let spinner = ui::spinner("starting PostgreSQL");
             let options = Options {
                 durable: state_dir.kept,
-                keep_in: state_dir.kept.then(|| state_dir.path.join("postgres")),
+                keep_in: state_dir.kept.then(|| state_dir.postgres.clone()),
                 ..Options::default()
             };
             let cluster = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&options))
@@ -247,7 +283,7 @@ pub(crate) async fn run(args: DevArgs) -> Result<u8, CommandError> {
                 .map_err(CommandError::internal)?;
             spinner.finish_and_clear();
             let kept = if state_dir.kept {
-                format!("data in {}", state_dir.path.join("postgres").display())
+                format!("data in {}", state_dir.postgres.display())
             } else {
                 "removed on exit".to_owned()
             };
@@ -606,8 +642,13 @@ fn print_hints(
     eprintln!("  {me} status{url}");
     eprintln!("  curl -s {api}/api/queue/status");
     if state_dir.kept {
+        let database = if state_dir.postgres.starts_with(&state_dir.path) {
+            String::new()
+        } else {
+            format!(" (the database in {})", state_dir.postgres.display())
+        };
         eprintln!(
-            "Runs and code versions are kept in {}.",
+            "Runs and code versions are kept in {}{database}.",
             state_dir.path.display()
         );
     }
