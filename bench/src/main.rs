@@ -180,18 +180,18 @@ enum Scenario {
 #[derive(Debug, Clone, clap::Args)]
 struct E2eArgs {
     /// Runs per end-to-end throughput measurement.
-    #[arg(long = "e2e-runs", default_value_t = 10_000)]
-    runs: usize,
+    #[arg(long, default_value_t = 10_000)]
+    e2e_runs: usize,
     /// Runs per end-to-end latency round.
-    #[arg(long = "e2e-latency-runs", default_value_t = 500)]
-    latency_runs: usize,
+    #[arg(long, default_value_t = 500)]
+    e2e_latency_runs: usize,
     /// `pipeweave host --capacity` (default: the host's own, one per core).
     #[arg(long)]
     host_capacity: Option<usize>,
     /// Run graphile-worker tuned in the same rounds (always in `all`
     /// unless --no-peers).
-    #[arg(long = "e2e-peers")]
-    peers: bool,
+    #[arg(long)]
+    e2e_peers: bool,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -214,8 +214,8 @@ fn install_peers(dir: Option<&PathBuf>) -> anyhow::Result<Peers> {
 
 fn e2e_settings(args: &E2eArgs, peers: Option<Peers>) -> e2e::Settings {
     e2e::Settings {
-        runs: args.runs,
-        latency_runs: args.latency_runs,
+        runs: args.e2e_runs,
+        latency_runs: args.e2e_latency_runs,
         pause: Duration::from_millis(5),
         host_capacity: args.host_capacity,
         peers,
@@ -269,7 +269,7 @@ fn main() -> anyhow::Result<()> {
             },
         )?,
         Scenario::E2e(e2e_args) => {
-            let peers = if e2e_args.peers {
+            let peers = if e2e_args.e2e_peers {
                 Some(install_peers(args.peers_dir.as_ref())?)
             } else {
                 None
@@ -528,4 +528,14 @@ fn append_results(path: &PathBuf, rows: &[Value]) -> anyhow::Result<()> {
         writeln!(file, "{row}")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_command_line_has_no_clashing_arguments() {
+        super::Args::command().debug_assert();
+    }
 }
