@@ -103,6 +103,8 @@ async fn cancel(
     tracing::info!(%run_id, previous = outcome.previous.as_str(), %cancelled_by, "run cancelled");
     if outcome.previous == RunState::Running {
         state.metrics.attempt_ended("cancelled", "cancelled");
+        // Its slot at the target is free: claim again now.
+        state.wake_scheduler.notify_one();
         if let (Some(target), Some(token)) = (outcome.target, outcome.attempt_token) {
             let notice = CancelNotice {
                 attempt: u32::try_from(outcome.attempt).unwrap_or(0),

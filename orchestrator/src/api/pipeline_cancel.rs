@@ -117,6 +117,8 @@ async fn cancel_pipeline_run(
         let task_run_id = RunId(task_run.run_id);
         if task_run.previous == RunState::Running {
             state.metrics.attempt_ended("cancelled", "cancelled");
+            // Its slot at the target is free: claim again now.
+            state.wake_scheduler.notify_one();
             if let (Some(target), Some(token)) = (task_run.target, task_run.attempt_token) {
                 let notice = CancelNotice {
                     attempt: u32::try_from(task_run.attempt).unwrap_or(0),

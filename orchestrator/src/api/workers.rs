@@ -311,9 +311,10 @@ async fn callback(
             fail(&state, reference, &error, &callback, now).await?
         }
     };
-    if status == RunState::AwaitingRetry {
-        state.wake_scheduler.notify_one();
-    }
+    // The attempt's slot at its target is free (and a retry may be due):
+    // claim again now, not at the next poll. A Notify keeps one permit, so
+    // a burst of callbacks costs at most one extra round.
+    state.wake_scheduler.notify_one();
     Ok(Json(CallbackResponse {
         run_id: run_id.to_string(),
         status: status.as_str().to_owned(),

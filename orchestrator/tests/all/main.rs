@@ -13,6 +13,7 @@ mod openapi;
 mod pipelines;
 mod schedules;
 mod storage;
+mod wakeups;
 
 use std::time::Duration;
 
