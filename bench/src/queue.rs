@@ -681,16 +681,7 @@ pub(crate) async fn drain(
                 if claimed.is_empty() {
                     break;
                 }
-                let successes: Vec<runs::Success> = claimed
-                    .iter()
-                    .map(|run| runs::Success {
-                        logs_path: None,
-                        run_id: run.id,
-                        attempt: run.attempt,
-                        attempt_token: run.attempt_token,
-                        result: result.clone(),
-                    })
-                    .collect();
+                let successes = successes(&claimed, &result);
                 let t = Instant::now();
                 let finished = runs::succeed(&pool, &successes, Utc::now()).await?;
                 done.succeed_time += t.elapsed();
@@ -1254,4 +1245,22 @@ fn print_table(
     }
     println!();
     print_lines(lines);
+}
+
+/// The successes that complete `claimed` runs with `result`, as a callback
+/// would.
+pub(crate) fn successes(
+    claimed: &[runs::Claimed],
+    result: &serde_json::Value,
+) -> Vec<runs::Success> {
+    claimed
+        .iter()
+        .map(|run| runs::Success {
+            logs_path: None,
+            run_id: run.id,
+            attempt: run.attempt,
+            attempt_token: run.attempt_token,
+            result: result.clone(),
+        })
+        .collect()
 }

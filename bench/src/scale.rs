@@ -38,6 +38,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
 use crate::pgbench;
+use crate::queue::successes;
 use crate::queue::{TASK, drain, fresh_database, settle};
 use crate::stats::{Line, Outcome, machine, percentile};
 
@@ -186,16 +187,7 @@ async fn claim_throughput(
                 )
                 .await?;
                 ensure!(!claimed.is_empty(), "the backlog ran out");
-                let successes: Vec<runs::Success> = claimed
-                    .iter()
-                    .map(|run| runs::Success {
-                        logs_path: None,
-                        run_id: run.id,
-                        attempt: run.attempt,
-                        attempt_token: run.attempt_token,
-                        result: result.clone(),
-                    })
-                    .collect();
+                let successes = successes(&claimed, &result);
                 let finished = runs::succeed(&pool, &successes, Utc::now()).await?;
                 done += finished.len() as u64;
             }
