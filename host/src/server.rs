@@ -6,8 +6,9 @@
 //! For each `POST /tasks/{taskId}` ([`Dispatch`]) the server answers
 //! `202 Accepted` at once, then:
 //!
-//! 1. sends heartbeats every `heartbeatIntervalMs` from that moment (the
-//!    guest does not have to), carrying the latest progress; an answer
+//! 1. sends a heartbeat every `heartbeatIntervalMs` from that moment, the
+//!    first one interval after the dispatch (the guest does not have to),
+//!    carrying the latest progress; an answer
 //!    that the attempt was cancelled or superseded interrupts the guest;
 //! 2. waits for one of its `capacity` slots; attempts beyond capacity
 //!    queue here, still heartbeating;
@@ -22,8 +23,10 @@
 //!    (so the log can be followed live); on success stores its assets and
 //!    a large output (dehydration); either way stores its final log
 //!    (`logsPath`);
-//! 6. reports with `POST /api/callback/{runId}`, retrying while the
-//!    orchestrator is unreachable.
+//! 6. reports with `POST /api/callback/{runId}`, or, when the dispatch
+//!    names a `callbacksUrl`, together with the other callbacks that are
+//!    ready (`POST /api/callbacks`), retrying while the orchestrator is
+//!    unreachable.
 //!
 //! `POST /runs/{runId}/cancel` ([`CancelNotice`], with the attempt's
 //! token) interrupts an attempt at once when the orchestrator cancels it;
@@ -42,8 +45,9 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use pipeweave_protocol::wire::{
-    AttemptError, Callback, CallbackStatus, CancelNotice, Dispatch, Heartbeat, HeartbeatResponse,
-    HostRegistration, HostRegistrationResponse, INLINE_LIMIT_BYTES, ResultRef,
+    AttemptError, Callback, CallbackBatchResponse, CallbackStatus, CancelNotice, Dispatch,
+    Heartbeat, HeartbeatResponse, HostRegistration, HostRegistrationResponse, INLINE_LIMIT_BYTES,
+    ResultRef,
 };
 use pipeweave_protocol::{CodeHash, FailureReason};
 use pipeweave_storage::object_store::{ObjectStore, ObjectStoreExt as _};
@@ -110,6 +114,8 @@ struct Host {
     sealer: Sealer,
     /// Opens the secrets a dispatch carries.
     secret_box: SecretBox,
+    /// Callbacks for [`callback_sender`].
+    callbacks: tokio::sync::mpsc::UnboundedSender<PendingCallback>,
 }
 
 /// What a cancel notice needs of an attempt in flight.
@@ -145,7 +151,10 @@ pub async fn serve(
         .timeout(Duration::from_secs(30))
         .build()
         .map_err(ServerError::Client)?;
+    let (callbacks, queued_callbacks) = tokio::sync::mpsc::unbounded_channel();
+    let sender = tokio::spawn(callback_sender(http.clone(), queued_callbacks));
     let host = Arc::new(Host {
+        callbacks,
         runner,
         sealer: Sealer::new(&config.secret_key),
         secret_box: SecretBox::new(&config.secret_key),
@@ -166,6 +175,7 @@ pub async fn serve(
         .await
         .map_err(ServerError::Serve);
     pinger.abort();
+    sender.abort();
     served
 }
 
@@ -438,6 +448,11 @@ async fn heartbeat_loop(
 ) {
     let interval = Duration::from_millis(dispatch.heartbeat_interval_ms.max(50));
     loop {
+        // The claim started the attempt's heartbeat clock, so the first
+        // beat is due one interval after the dispatch, not at once: an
+        // attempt shorter than its interval costs the orchestrator no
+        // heartbeat at all.
+        tokio::time::sleep(interval).await;
         let latest = events.progress.lock().ok().and_then(|p| p.clone());
         let beat = Heartbeat {
             run_id: dispatch.run_id.clone(),
@@ -477,7 +492,6 @@ async fn heartbeat_loop(
             }
             Err(error) => tracing::warn!(run_id = %dispatch.run_id, "heartbeat failed: {error}"),
         }
-        tokio::time::sleep(interval).await;
     }
 }
 
@@ -1036,24 +1050,200 @@ async fn dehydrate(
     stored
 }
 
-/// Sends the callback, retrying with backoff while the orchestrator is
-/// unreachable or answers 5xx; a 4xx is final (the attempt is over).
+/// Reports the attempt: with other attempts' callbacks in one request when
+/// the dispatch names a `callbacksUrl` (see [`callback_sender`]), else
+/// alone to its `callbackUrl`. Returns once it is delivered, refused, or
+/// given up on.
 async fn send_callback(host: &Host, dispatch: &Dispatch, callback: &Callback) {
     let mut callback = callback.clone();
     callback.attempt = Some(dispatch.attempt);
     callback.attempt_token = Some(dispatch.attempt_token.clone());
+    let single = SingleCallback {
+        url: dispatch.callback_url.clone(),
+        run_id: dispatch.run_id.clone(),
+        callback,
+    };
+    let Some(batch_url) = dispatch.callbacks_url.clone() else {
+        return send_single(&host.http, &single).await;
+    };
+    let (delivered, done) = tokio::sync::oneshot::channel();
+    let pending = PendingCallback {
+        batch_url,
+        single,
+        delivered,
+    };
+    if let Err(unsent) = host.callbacks.send(pending) {
+        // The sender is gone (shutting down): go alone.
+        return send_single(&host.http, &unsent.0.single).await;
+    }
+    let _ = done.await;
+}
+
+/// A callback and where it goes on its own.
+#[derive(Debug)]
+struct SingleCallback {
+    url: String,
+    run_id: String,
+    callback: Callback,
+}
+
+/// A callback waiting for [`callback_sender`].
+#[derive(Debug)]
+struct PendingCallback {
+    batch_url: String,
+    single: SingleCallback,
+    delivered: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Most callbacks the host sends in one request.
+const HOST_CALLBACK_BATCH: usize = 256;
+
+/// Sends queued callbacks: whatever has queued while the previous request
+/// was under way goes in the next one (`POST /api/callbacks`), so an idle
+/// host sends each callback at once and a busy one sends one request per
+/// round trip instead of one per attempt.
+async fn callback_sender(
+    http: reqwest::Client,
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<PendingCallback>,
+) {
+    let mut taken = Vec::with_capacity(HOST_CALLBACK_BATCH);
+    while queue.recv_many(&mut taken, HOST_CALLBACK_BATCH).await > 0 {
+        let mut by_url: BTreeMap<String, Vec<PendingCallback>> = BTreeMap::new();
+        for pending in taken.drain(..) {
+            by_url
+                .entry(pending.batch_url.clone())
+                .or_default()
+                .push(pending);
+        }
+        for (url, group) in by_url {
+            for (chunk, body) in batch_bodies(&group, HOST_CALLBACK_BATCH_BYTES) {
+                send_batch(&http, &url, chunk, body).await;
+            }
+            for pending in group {
+                let _ = pending.delivered.send(());
+            }
+        }
+    }
+}
+
+/// Most bytes of callbacks the host puts in one request, well under the
+/// orchestrator's default body limit (1 MiB): a batch of large inline
+/// outputs goes in several requests.
+const HOST_CALLBACK_BATCH_BYTES: usize = 256 * 1024;
+
+/// One item of a [`pipeweave_protocol::wire::CallbackBatch`], encoded
+/// without cloning the callback.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BatchedCallbackRef<'a> {
+    run_id: &'a str,
+    #[serde(flatten)]
+    callback: &'a Callback,
+}
+
+/// `group` as request bodies
+/// ([`pipeweave_protocol::wire::CallbackBatch`]es) of at most `limit` bytes
+/// each (a single larger callback goes alone), with the callbacks each
+/// carries.
+fn batch_bodies(group: &[PendingCallback], limit: usize) -> Vec<(&[PendingCallback], Vec<u8>)> {
+    const OPEN: &[u8] = br#"{"callbacks":["#;
+    let mut bodies = Vec::new();
+    let (mut start, mut body) = (0, OPEN.to_vec());
+    for (i, pending) in group.iter().enumerate() {
+        let item = BatchedCallbackRef {
+            run_id: &pending.single.run_id,
+            callback: &pending.single.callback,
+        };
+        // A Callback holds only strings, numbers and JSON values, so its
+        // encoding cannot fail; an empty item would be refused as a whole.
+        let encoded = serde_json::to_vec(&item).unwrap_or_default();
+        if i > start && body.len() + encoded.len() + 2 > limit {
+            body.extend_from_slice(b"]}");
+            bodies.push((
+                &group[start..i],
+                std::mem::replace(&mut body, OPEN.to_vec()),
+            ));
+            start = i;
+        }
+        if i > start {
+            body.push(b',');
+        }
+        body.extend_from_slice(&encoded);
+    }
+    if start < group.len() {
+        body.extend_from_slice(b"]}");
+        bodies.push((&group[start..], body));
+    }
+    bodies
+}
+
+/// Sends `group`, encoded as `body`, in one request, retrying with backoff while the
+/// orchestrator is unreachable or answers 5xx. If it refuses the batch as
+/// a whole with a 4xx (a body it cannot take), each callback goes alone.
+async fn send_batch(http: &reqwest::Client, url: &str, group: &[PendingCallback], body: Vec<u8>) {
+    let body = bytes::Bytes::from(body);
     let started = tokio::time::Instant::now();
     let mut delay = Duration::from_millis(200);
     loop {
-        match host
-            .http
-            .post(&dispatch.callback_url)
-            .json(&callback)
-            .send()
-            .await
-        {
+        let request = http
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.clone());
+        match request.send().await {
             Ok(response) if response.status().is_success() => {
-                tracing::debug!(run_id = %dispatch.run_id, attempt = dispatch.attempt, "callback delivered");
+                match response.json::<CallbackBatchResponse>().await {
+                    Ok(answer) => {
+                        for result in answer.results {
+                            if result.http_status == 200 {
+                                tracing::debug!(run_id = %result.run_id, "callback delivered");
+                            } else {
+                                tracing::warn!(run_id = %result.run_id, status = result.http_status, "callback refused: {}", result.error.unwrap_or_default());
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%url, callbacks = group.len(), "callbacks delivered; their answer is unreadable: {error}")
+                    }
+                }
+                return;
+            }
+            Ok(response)
+                if response.status().is_client_error()
+                    && response.status() != StatusCode::TOO_MANY_REQUESTS =>
+            {
+                let status = response.status();
+                tracing::warn!(%url, %status, callbacks = group.len(), "the orchestrator refused a batch of callbacks; sending each alone");
+                for pending in group {
+                    send_single(http, &pending.single).await;
+                }
+                return;
+            }
+            Ok(response) => {
+                tracing::warn!(%url, status = %response.status(), callbacks = group.len(), "callbacks failed; retrying")
+            }
+            Err(error) => {
+                tracing::warn!(%url, callbacks = group.len(), "callbacks failed; retrying: {error}")
+            }
+        }
+        if started.elapsed() > CALLBACK_PATIENCE {
+            tracing::error!(%url, callbacks = group.len(), "giving up on callbacks after {CALLBACK_PATIENCE:?}");
+            return;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Sends one callback alone, retrying with backoff while the orchestrator
+/// is unreachable or answers 5xx; a 4xx is final (the attempt is over).
+async fn send_single(http: &reqwest::Client, single: &SingleCallback) {
+    let (run_id, attempt) = (&single.run_id, single.callback.attempt.unwrap_or(0));
+    let started = tokio::time::Instant::now();
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match http.post(&single.url).json(&single.callback).send().await {
+            Ok(response) if response.status().is_success() => {
+                tracing::debug!(%run_id, attempt, "callback delivered");
                 return;
             }
             Ok(response)
@@ -1062,21 +1252,83 @@ async fn send_callback(host: &Host, dispatch: &Dispatch, callback: &Callback) {
             {
                 let status = response.status();
                 let text = response.text().await.unwrap_or_default();
-                tracing::warn!(run_id = %dispatch.run_id, %status, "callback refused: {text}");
+                tracing::warn!(%run_id, %status, "callback refused: {text}");
                 return;
             }
             Ok(response) => {
-                tracing::warn!(run_id = %dispatch.run_id, status = %response.status(), "callback failed; retrying")
+                tracing::warn!(%run_id, status = %response.status(), "callback failed; retrying")
             }
             Err(error) => {
-                tracing::warn!(run_id = %dispatch.run_id, "callback failed; retrying: {error}")
+                tracing::warn!(%run_id, "callback failed; retrying: {error}")
             }
         }
         if started.elapsed() > CALLBACK_PATIENCE {
-            tracing::error!(run_id = %dispatch.run_id, "giving up on the callback after {CALLBACK_PATIENCE:?}");
+            tracing::error!(%run_id, "giving up on the callback after {CALLBACK_PATIENCE:?}");
             return;
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pipeweave_protocol::wire::CallbackBatch;
+
+    fn pending(run_id: &str, output_bytes: usize) -> PendingCallback {
+        let (delivered, _) = tokio::sync::oneshot::channel();
+        PendingCallback {
+            batch_url: "http://orchestrator/api/callbacks".into(),
+            single: SingleCallback {
+                url: format!("http://orchestrator/api/callback/{run_id}"),
+                run_id: run_id.into(),
+                callback: Callback {
+                    status: CallbackStatus::Success,
+                    attempt: Some(1),
+                    attempt_token: Some("t".into()),
+                    result: ResultRef {
+                        output: Some(json!("x".repeat(output_bytes))),
+                        ..ResultRef::default()
+                    },
+                    logs_path: None,
+                    selected_next: None,
+                    error: None,
+                },
+            },
+            delivered,
+        }
+    }
+
+    #[test]
+    fn batch_bodies_decode_as_callback_batches_and_stay_under_the_limit() {
+        let group: Vec<PendingCallback> = (0..10)
+            .map(|i| pending(&format!("trun_{i}"), if i == 7 { 5000 } else { 100 }))
+            .collect();
+        let bodies = batch_bodies(&group, 1000);
+        let mut seen = Vec::new();
+        for (chunk, body) in &bodies {
+            let batch: CallbackBatch = serde_json::from_slice(body).expect("a CallbackBatch");
+            assert_eq!(batch.callbacks.len(), chunk.len());
+            for (item, pending) in batch.callbacks.iter().zip(chunk.iter()) {
+                assert_eq!(item.run_id, pending.single.run_id);
+                assert_eq!(item.callback, pending.single.callback);
+            }
+            assert!(
+                body.len() <= 1000 || chunk.len() == 1,
+                "{} bytes for {} callbacks",
+                body.len(),
+                chunk.len()
+            );
+            seen.extend(batch.callbacks.into_iter().map(|item| item.run_id));
+        }
+        let expected: Vec<String> = (0..10).map(|i| format!("trun_{i}")).collect();
+        assert_eq!(seen, expected, "every callback once, in order");
+        assert!(
+            bodies
+                .iter()
+                .any(|(chunk, body)| chunk.len() == 1 && body.len() > 5000)
+        );
+        assert_eq!(batch_bodies(&group, usize::MAX).len(), 1);
     }
 }

@@ -214,6 +214,11 @@ pub struct Dispatch {
     pub previous_attempts: Vec<PreviousAttempt>,
     /// Where to send the callback.
     pub callback_url: String,
+    /// Where callbacks of several attempts may go in one request
+    /// ([`CallbackBatch`]); absent from orchestrators without it, and a
+    /// worker may always use `callbackUrl` instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callbacks_url: Option<String>,
     /// Where to send heartbeats.
     pub heartbeat_url: String,
 }
@@ -363,6 +368,68 @@ pub struct CallbackResponse {
     pub status: String,
 }
 
+/// Most callbacks in one `POST /api/callbacks`.
+pub const MAX_CALLBACK_BATCH: usize = 1000;
+
+/// `POST /api/callbacks`: several attempts' callbacks in one request, an
+/// extension of the spec that PipeWeave hosts use when the dispatch names a
+/// `callbacksUrl`. Each item is what `POST /api/callback/{runId}` takes,
+/// with its `runId`; each is decided on its own, as if sent alone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CallbackBatch {
+    /// The callbacks, at most [`MAX_CALLBACK_BATCH`].
+    pub callbacks: Vec<BatchedCallback>,
+}
+
+/// One callback of a [`CallbackBatch`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BatchedCallback {
+    /// The task run, as in the single callback's path.
+    pub run_id: String,
+    /// The callback itself, flattened into this object.
+    #[serde(flatten)]
+    pub callback: Callback,
+}
+
+/// The answer to a [`CallbackBatch`]: one result per callback, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CallbackBatchResponse {
+    /// What became of each callback.
+    pub results: Vec<BatchedCallbackResult>,
+}
+
+/// What became of one callback of a batch: the status and body the single
+/// `POST /api/callback/{runId}` would have answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BatchedCallbackResult {
+    /// The task run.
+    pub run_id: String,
+    /// 200 when recorded; else the 4xx the callback alone would have got
+    /// (400 a bad field, 404 no such run, 409 not the current attempt).
+    pub http_status: u16,
+    /// When recorded, the run's state now (as in [`CallbackResponse`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// When refused, why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When refused, the error code (`invalid_field`, `not_found`,
+    /// `conflict`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// When refused for a field, its JSON path within the item.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
 /// `POST /api/hosts`: a PipeWeave host announces itself, and repeats it as
 /// a liveness ping. The orchestrator dispatches WebAssembly tasks only to
 /// hosts it heard from recently.
@@ -489,6 +556,7 @@ mod tests {
             }],
             callback_url: "http://orchestrator/api/callback/trun_1".into(),
             heartbeat_url: "http://orchestrator/api/heartbeat".into(),
+            callbacks_url: None,
         };
         let json = serde_json::to_value(&dispatch)?;
         assert_eq!(json["runId"], "trun_1");

@@ -127,9 +127,10 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, code) = match &self {
+impl ApiError {
+    /// The HTTP status of this error and its `code`.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
             Self::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid_field"),
             Self::MalformedJson { .. } => (StatusCode::BAD_REQUEST, "malformed_json"),
             Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
@@ -139,12 +140,23 @@ impl IntoResponse for ApiError {
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Storage(_) => (StatusCode::BAD_GATEWAY, "storage_failed"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-        };
-        let field = match &self {
-            Self::Invalid { field, .. } => Some(field.clone()),
-            Self::MalformedJson { field, .. } => field.clone(),
+        }
+    }
+
+    /// The JSON path of the field at fault, when there is one.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Self::Invalid { field, .. } => Some(field),
+            Self::MalformedJson { field, .. } => field.as_deref(),
             _ => None,
-        };
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let field = self.field().map(str::to_owned);
         let request_id = match &self {
             Self::Internal(cause) | Self::Unavailable(cause) | Self::Storage(cause) => {
                 let request_id = format!("req_{}", uuid::Uuid::new_v4().simple());

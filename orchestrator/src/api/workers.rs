@@ -1,6 +1,7 @@
 //! What hosts and plain HTTP workers call while an attempt runs:
 //! `POST /api/heartbeat`, `POST /api/progress` and
-//! `POST /api/callback/:runId`. Each names the attempt and carries its
+//! `POST /api/callback/:runId` (or `POST /api/callbacks` for several at
+//! once). Each names the attempt and carries its
 //! token; a message from any attempt but the run's current running one is
 //! answered 409 and changes nothing.
 
@@ -8,7 +9,9 @@ use axum::Json;
 use axum::extract::{Path, State};
 use pipeweave_protocol::FailureReason;
 use pipeweave_protocol::wire::{
-    AttemptError, Callback, CallbackResponse, CallbackStatus, Heartbeat, HeartbeatResponse,
+    AttemptError, BatchedCallback, BatchedCallbackResult, Callback, CallbackBatch,
+    CallbackBatchResponse, CallbackResponse, CallbackStatus, Heartbeat, HeartbeatResponse,
+    MAX_CALLBACK_BATCH,
 };
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -26,6 +29,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(heartbeat))
         .routes(routes!(progress))
         .routes(routes!(callback))
+        .routes(routes!(callbacks))
 }
 
 fn parse_token(token: Option<&str>) -> Result<Uuid, ApiError> {
@@ -230,6 +234,161 @@ async fn callback(
     ApiJson(callback): ApiJson<Callback>,
 ) -> Result<Json<CallbackResponse>, ApiError> {
     let run_id = parse_run_id("runId", &run_id)?;
+    let status = record_callback(&state, run_id, &callback, chrono::Utc::now()).await?;
+    // The attempt's slot at its target is free (and a retry may be due):
+    // claim again now, not at the next poll. A Notify keeps one permit, so
+    // a burst of callbacks costs at most one extra round.
+    state.wake_scheduler.notify_one();
+    Ok(Json(CallbackResponse {
+        run_id: run_id.to_string(),
+        status: status.as_str().to_owned(),
+    }))
+}
+
+/// `POST /api/callbacks`: several attempts' results in one request (a
+/// PipeWeave extension; hosts use it when the dispatch names
+/// `callbacksUrl`). Each callback is decided as if sent alone to
+/// `POST /api/callback/{runId}`, and its result says what that would have
+/// answered; the request as a whole fails only for a malformed body or a
+/// server-side error (then nothing of it needs to be assumed recorded:
+/// sending it again is safe, as a recorded callback repeated gets 409).
+///
+/// The successes of runs outside pipelines, the common case, are recorded
+/// with one statement for the whole batch.
+#[utoipa::path(
+    post,
+    path = "/api/callbacks",
+    tag = "workers",
+    request_body = CallbackBatch,
+    responses(
+        (status = 200, description = "Each callback's result, in order", body = CallbackBatchResponse),
+        BadRequest,
+    )
+)]
+async fn callbacks(
+    State(state): State<AppState>,
+    ApiJson(batch): ApiJson<CallbackBatch>,
+) -> Result<Json<CallbackBatchResponse>, ApiError> {
+    if batch.callbacks.is_empty() {
+        return Err(ApiError::invalid(
+            "callbacks",
+            "is empty; send at least one",
+        ));
+    }
+    if batch.callbacks.len() > MAX_CALLBACK_BATCH {
+        return Err(ApiError::invalid(
+            "callbacks",
+            format!(
+                "has {} items; send at most {MAX_CALLBACK_BATCH} per request",
+                batch.callbacks.len()
+            ),
+        ));
+    }
+    let now = chrono::Utc::now();
+    let mut outcomes: Vec<Option<Result<RunState, ApiError>>> =
+        batch.callbacks.iter().map(|_| None).collect();
+    // One statement records each run at most once, so a run named twice
+    // goes there only the first time; the repeat takes the single path
+    // and is refused there, as it would be if sent after the first.
+    let mut seen = std::collections::HashSet::new();
+    let plain: Vec<(usize, storage::runs::Success)> = batch
+        .callbacks
+        .iter()
+        .enumerate()
+        .filter_map(|(i, item)| plain_success(item).map(|success| (i, success)))
+        .filter(|(_, success)| seen.insert(success.run_id))
+        .collect();
+    if !plain.is_empty() {
+        let successes: Vec<storage::runs::Success> =
+            plain.iter().map(|(_, success)| success.clone()).collect();
+        let finished: std::collections::HashSet<Uuid> =
+            storage::runs::succeed(&state.pool, &successes, now)
+                .await?
+                .into_iter()
+                .collect();
+        for (i, success) in &plain {
+            if finished.contains(&success.run_id) {
+                state.metrics.attempt_ended("succeeded", "");
+                outcomes[*i] = Some(Ok(RunState::Succeeded));
+            }
+        }
+    }
+    let mut results = Vec::with_capacity(batch.callbacks.len());
+    for (item, outcome) in batch.callbacks.iter().zip(outcomes) {
+        let outcome = match outcome {
+            Some(outcome) => outcome,
+            // Everything else (failures, pipeline tasks, paths to check,
+            // attempts no longer current) takes the single callback's path.
+            None => match parse_run_id("runId", &item.run_id) {
+                Ok(run_id) => record_callback(&state, run_id, &item.callback, now).await,
+                Err(error) => Err(error),
+            },
+        };
+        results.push(match outcome {
+            Ok(status) => BatchedCallbackResult {
+                run_id: item.run_id.clone(),
+                http_status: 200,
+                status: Some(status.as_str().to_owned()),
+                error: None,
+                code: None,
+                field: None,
+            },
+            Err(error) => {
+                let (http_status, code) = error.status_and_code();
+                if http_status.is_server_error() {
+                    // Not the callback's fault: the whole batch is to be
+                    // sent again.
+                    return Err(error);
+                }
+                BatchedCallbackResult {
+                    run_id: item.run_id.clone(),
+                    http_status: http_status.as_u16(),
+                    status: None,
+                    field: error.field().map(str::to_owned),
+                    error: Some(error.to_string()),
+                    code: Some(code.to_owned()),
+                }
+            }
+        });
+    }
+    state.wake_scheduler.notify_one();
+    Ok(Json(CallbackBatchResponse { results }))
+}
+
+/// The callback as a [`storage::runs::Success`] when it is a success that
+/// [`storage::runs::succeed`] can record without further checks: it names
+/// its attempt and token and no stored objects (those need the scope
+/// check) and selects nothing (a pipeline task's selection is recorded
+/// under its pipeline run's lock).
+fn plain_success(item: &BatchedCallback) -> Option<storage::runs::Success> {
+    let callback = &item.callback;
+    let result = &callback.result;
+    let plain = callback.status == CallbackStatus::Success
+        && callback.error.is_none()
+        && callback.selected_next.is_none()
+        && result.output_path.is_none()
+        && result.assets.is_empty()
+        && callback.logs_path.is_none();
+    if !plain {
+        return None;
+    }
+    Some(storage::runs::Success {
+        run_id: parse_run_id("runId", &item.run_id).ok()?.0,
+        attempt: parse_attempt(callback.attempt?).ok()?,
+        attempt_token: parse_token(callback.attempt_token.as_deref()).ok()?,
+        result: serde_json::to_value(result).ok()?,
+        logs_path: None,
+    })
+}
+
+/// Records one callback of `run_id`: what became of the run, or why the
+/// callback was refused.
+async fn record_callback(
+    state: &AppState,
+    run_id: RunId,
+    callback: &Callback,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<RunState, ApiError> {
     let token = parse_token(callback.attempt_token.as_deref())?;
     let attempt = match callback.attempt {
         Some(attempt) => parse_attempt(attempt)?,
@@ -245,8 +404,7 @@ async fn callback(
                 .attempt
         }
     };
-    check_paths(&state, &callback, &run_id).await?;
-    let now = chrono::Utc::now();
+    check_paths(state, callback, &run_id).await?;
     let status = match callback.status {
         CallbackStatus::Success => {
             if callback.error.is_some() {
@@ -277,7 +435,7 @@ async fn callback(
                 None
             };
             match pipeline_run {
-                None if finished.is_empty() => return Err(refusal(&state, run_id, attempt).await),
+                None if finished.is_empty() => return Err(refusal(state, run_id, attempt).await),
                 None => {
                     state.metrics.attempt_ended("succeeded", "");
                     tracing::debug!(%run_id, attempt, "attempt succeeded");
@@ -289,7 +447,7 @@ async fn callback(
                         attempt,
                         attempt_token: token,
                     };
-                    succeed_in_pipeline(&state, &callback, success, reference, pipeline_run, now)
+                    succeed_in_pipeline(state, callback, success, reference, pipeline_run, now)
                         .await?
                 }
             }
@@ -308,17 +466,10 @@ async fn callback(
                 attempt,
                 attempt_token: token,
             };
-            fail(&state, reference, &error, &callback, now).await?
+            fail(state, reference, &error, callback, now).await?
         }
     };
-    // The attempt's slot at its target is free (and a retry may be due):
-    // claim again now, not at the next poll. A Notify keeps one permit, so
-    // a burst of callbacks costs at most one extra round.
-    state.wake_scheduler.notify_one();
-    Ok(Json(CallbackResponse {
-        run_id: run_id.to_string(),
-        status: status.as_str().to_owned(),
-    }))
+    Ok(status)
 }
 
 /// A pipeline task's success: recorded with its selection, which moves the

@@ -445,6 +445,7 @@ fn dispatch_message(
         sealed_secrets: None,
         callback_url: format!("{public_url}/api/callback/{run_id}"),
         heartbeat_url: format!("{public_url}/api/heartbeat"),
+        callbacks_url: Some(format!("{public_url}/api/callbacks")),
         run_id,
         task_id: run.task_id.clone(),
         pipeline_run_id: run.pipeline_run_id.map(|id| PipelineRunId(id).to_string()),

@@ -375,6 +375,124 @@ async fn only_the_current_attempt_may_heartbeat_or_call_back() -> Result<()> {
 }
 
 #[tokio::test]
+async fn a_batch_of_callbacks_decides_each_as_if_sent_alone() -> Result<()> {
+    let orchestrator = TestOrchestrator::start_with(Mode::Serverless, |config| {
+        config.max_body_bytes = 1 << 20;
+    })
+    .await?;
+    orchestrator
+        .post("/api/register", &worker_registration("1.0.0", "a1"))
+        .await?;
+    let mut run_ids = Vec::new();
+    for i in 0..4 {
+        run_ids.push(orchestrator.enqueue("download", json!({ "n": i })).await?);
+    }
+    let claimed = pipeweave_orchestrator::storage::runs::claim(
+        &orchestrator.pool,
+        &["download".to_owned()],
+        10,
+        chrono::Utc::now(),
+        "docs",
+        i64::MAX,
+    )
+    .await?;
+    assert_eq!(claimed.len(), 4);
+    let token_of = |run_id: &str| {
+        claimed
+            .iter()
+            .find(|c| pipeweave_orchestrator::RunId(c.id).to_string() == run_id)
+            .map(|c| c.attempt_token.to_string())
+            .unwrap_or_default()
+    };
+    let success = |run_id: &str, token: &str, n: i64| json!({ "runId": run_id, "status": "success", "attempt": 1, "attemptToken": token, "output": { "n": n } });
+    let batch = json!({ "callbacks": [
+        success(&run_ids[0], &token_of(&run_ids[0]), 0),
+        success(&run_ids[1], &uuid::Uuid::new_v4().to_string(), 1),
+        { "runId": run_ids[2], "status": "failure", "attempt": 1, "attemptToken": token_of(&run_ids[2]),
+          "error": { "message": "upstream 503", "retryable": true } },
+        success("trun_0196a0b00000700080000000000000ff", &uuid::Uuid::new_v4().to_string(), 3),
+        success("not-a-run", &uuid::Uuid::new_v4().to_string(), 4),
+        success(&run_ids[3], &token_of(&run_ids[3]), 5),
+        success(&run_ids[3], &token_of(&run_ids[3]), 6),
+    ]});
+    let (status, answer) = orchestrator.post("/api/callbacks", &batch).await?;
+    assert_eq!(status, 200, "{answer}");
+    let results: Vec<(Value, Value, Value)> = answer["results"]
+        .as_array()
+        .map(|results| {
+            results
+                .iter()
+                .map(|r| {
+                    (
+                        r["runId"].clone(),
+                        r["httpStatus"].clone(),
+                        r["status"].clone(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        results,
+        vec![
+            (json!(run_ids[0]), json!(200), json!("succeeded")),
+            (json!(run_ids[1]), json!(409), Value::Null),
+            (json!(run_ids[2]), json!(200), json!("awaiting_retry")),
+            (
+                json!("trun_0196a0b00000700080000000000000ff"),
+                json!(404),
+                Value::Null
+            ),
+            (json!("not-a-run"), json!(400), Value::Null),
+            (json!(run_ids[3]), json!(200), json!("succeeded")),
+            (json!(run_ids[3]), json!(409), Value::Null),
+        ],
+        "{answer}"
+    );
+    assert_eq!(answer["results"][4]["field"], "runId", "{answer}");
+    assert_eq!(answer["results"][1]["code"], "conflict", "{answer}");
+
+    // What each run is now: the batch recorded exactly what it said.
+    let mut states = Vec::new();
+    for run_id in &run_ids {
+        let (_, run) = orchestrator
+            .get(&format!("/api/task-runs/{run_id}"))
+            .await?;
+        states.push((run["status"].clone(), run["output"].clone()));
+    }
+    assert_eq!(
+        states,
+        vec![
+            (json!("succeeded"), json!({ "n": 0 })),
+            (json!("running"), Value::Null),
+            (json!("awaiting_retry"), Value::Null),
+            (json!("succeeded"), json!({ "n": 5 })),
+        ]
+    );
+
+    let (status, answer) = orchestrator
+        .post("/api/callbacks", &json!({ "callbacks": [] }))
+        .await?;
+    assert_eq!((status, answer["field"].clone()), (400, json!("callbacks")));
+    let too_many: Vec<Value> = (0..1001)
+        .map(|_| success(&run_ids[1], &token_of(&run_ids[1]), 0))
+        .collect();
+    let (status, answer) = orchestrator
+        .post("/api/callbacks", &json!({ "callbacks": too_many }))
+        .await?;
+    assert_eq!(
+        (status, answer["field"].clone()),
+        (400, json!("callbacks")),
+        "{answer}"
+    );
+    let (_, run) = orchestrator
+        .get(&format!("/api/task-runs/{}", run_ids[1]))
+        .await?;
+    assert_eq!(run["status"], "running", "a refused batch records nothing");
+    Ok(())
+}
+
+#[tokio::test]
 async fn queue_status_counts_runs_by_state() -> Result<()> {
     let orchestrator = TestOrchestrator::start(Mode::Serverless).await?;
     orchestrator

@@ -39,6 +39,7 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("post", "/api/heartbeat"),
     ("post", "/api/progress"),
     ("post", "/api/callback/{run_id}"),
+    ("post", "/api/callbacks"),
     ("get", "/api/dlq"),
     ("get", "/api/dlq/{id}"),
     ("post", "/api/dlq/{id}/retry"),
