@@ -110,14 +110,18 @@ enum Source {
 struct StateDir {
     path: PathBuf,
     /// Where a kept database lives: `postgres/` in `path`, unless the
-    /// `postgres` user cannot reach it (see [`kept_database_dir`]).
+    /// `postgres` user cannot reach it (see [`kept_database_dir`]). Not
+    /// created when dev uses another database (`--database-url`).
     postgres: PathBuf,
     kept: bool,
     _temporary: Option<tempfile::TempDir>,
 }
 
 impl StateDir {
-    fn choose(sources: &[Source], temp: bool) -> anyhow::Result<Self> {
+    /// `embedded_database`: whether dev starts its own PostgreSQL (no
+    /// `--database-url`); only then is a folder for it chosen (and
+    /// created).
+    fn choose(sources: &[Source], temp: bool, embedded_database: bool) -> anyhow::Result<Self> {
         let project = sources.iter().find_map(|source| match source {
             Source::Project(project) => Some(project),
             Source::Component(_) => None,
@@ -133,7 +137,11 @@ impl StateDir {
                     std::fs::write(&ignore, "*\n")
                         .with_context(|| format!("cannot write {}", ignore.display()))?;
                 }
-                let postgres = kept_database_dir(&path)?;
+                let postgres = if embedded_database {
+                    kept_database_dir(&path)?
+                } else {
+                    path.join("postgres")
+                };
                 Ok(Self {
                     path,
                     postgres,
@@ -255,7 +263,8 @@ pub(crate) async fn run(args: DevArgs) -> Result<u8, CommandError> {
         })
         .collect::<anyhow::Result<Vec<_>>>()
         .map_err(CommandError::usage)?;
-    let state_dir = StateDir::choose(&sources, args.temp).map_err(CommandError::internal)?;
+    let state_dir = StateDir::choose(&sources, args.temp, args.database_url.is_none())
+        .map_err(CommandError::internal)?;
 
     let (trigger, shutdown) = Shutdown::new();
     let trigger = Arc::new(trigger);
