@@ -62,13 +62,13 @@ impl Metrics {
         let dispatch_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         registry.register(
             "dispatch_duration_seconds",
-            "Dispatch round trip to a host or worker, until it accepts the attempt",
+            "Dispatch round trip to a host or worker, until it accepts the request (one attempt, or a host's batch)",
             dispatch_seconds.clone(),
         );
         let dispatch_failures = Counter::default();
         registry.register(
             "dispatch_failures",
-            "Dispatches refused, timed out or unreachable",
+            "Attempts whose dispatch was refused, timed out or unreachable",
             dispatch_failures.clone(),
         );
         let attempts = Family::<OutcomeLabels, Counter>::default();
@@ -92,11 +92,12 @@ impl Metrics {
         self.claims.inc_by(n as u64);
     }
 
-    /// A dispatch got its answer after `seconds`: accepted or not.
-    pub fn dispatched(&self, seconds: f64, accepted: bool) {
+    /// A dispatch request of `attempts` got its answer after `seconds`:
+    /// accepted or not.
+    pub fn dispatched(&self, seconds: f64, attempts: usize, accepted: bool) {
         self.dispatch_seconds.observe(seconds);
         if !accepted {
-            self.dispatch_failures.inc();
+            self.dispatch_failures.inc_by(attempts as u64);
         }
     }
 

@@ -9,6 +9,7 @@
 //! | --- | --- | --- |
 //! | [`RegisterRequest`] → [`RegisterResponse`] | worker → orchestrator | `POST /api/register` |
 //! | [`Dispatch`] | orchestrator → worker | `POST {baseUrl}/tasks/{taskId}` |
+//! | [`DispatchBatch`] → [`DispatchBatchResponse`] | orchestrator → host | `POST {hostUrl}/dispatches` |
 //! | [`Heartbeat`] → [`HeartbeatResponse`] | worker → orchestrator | `POST /api/heartbeat`, `POST /api/progress` |
 //! | [`Callback`] → [`CallbackResponse`] | worker → orchestrator | `POST /api/callback/{runId}` |
 //! | [`HostRegistration`] → [`HostRegistrationResponse`] | host → orchestrator | `POST /api/hosts` |
@@ -221,6 +222,64 @@ pub struct Dispatch {
     pub callbacks_url: Option<String>,
     /// Where to send heartbeats.
     pub heartbeat_url: String,
+}
+
+/// `POST {hostUrl}/dispatches`: several attempts for a PipeWeave host in one
+/// request, each exactly what `POST {hostUrl}/tasks/{taskId}` would take.
+/// The host accepts them all (`202`, [`DispatchBatchResponse`]) or, for a
+/// body it cannot take, none (a 4xx), and then runs each as if dispatched
+/// alone. Plain HTTP workers get one request per attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DispatchBatch {
+    /// The attempts.
+    pub dispatches: Vec<Dispatch>,
+}
+
+/// A host's answer to a [`DispatchBatch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DispatchBatchResponse {
+    /// How many attempts it took: all of them.
+    pub accepted: usize,
+}
+
+/// One request body of [`batch_bodies`]: the items it carries, encoded.
+pub type BatchBody<'a, T> = (&'a [T], Vec<u8>);
+
+/// Encodes `items`, each as `as_json` gives it, into request bodies
+/// `{"<key>":[item,…]}` of at most `limit` bytes each (an item larger than
+/// that goes alone), each with the items it carries, in order.
+/// [`DispatchBatch`]es and [`CallbackBatch`]es are sent this way, so no
+/// request is refused for its size because many messages were ready at once.
+pub fn batch_bodies<'a, T, S: Serialize>(
+    key: &str,
+    items: &'a [T],
+    as_json: impl Fn(&'a T) -> S,
+    limit: usize,
+) -> Result<Vec<BatchBody<'a, T>>, serde_json::Error> {
+    let mut open = serde_json::to_vec(&serde_json::json!({ key: [] }))?;
+    // `{"key":[` without its closing `]}`.
+    open.truncate(open.len() - 2);
+    let mut bodies = Vec::new();
+    let (mut start, mut body) = (0, open.clone());
+    for (i, item) in items.iter().enumerate() {
+        let encoded = serde_json::to_vec(&as_json(item))?;
+        if i > start && body.len() + encoded.len() + 3 > limit {
+            body.extend_from_slice(b"]}");
+            bodies.push((&items[start..i], std::mem::replace(&mut body, open.clone())));
+            start = i;
+        }
+        if i > start {
+            body.push(b',');
+        }
+        body.extend_from_slice(&encoded);
+    }
+    if start < items.len() {
+        body.extend_from_slice(b"]}");
+        bodies.push((&items[start..], body));
+    }
+    Ok(bodies)
 }
 
 /// `POST /api/heartbeat`: the attempt is alive; optionally, how far along.
@@ -441,7 +500,8 @@ pub struct HostRegistration {
     /// history to read well.
     #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200))]
     pub host_id: String,
-    /// Where the host receives dispatches (`POST {url}/tasks/{taskId}`).
+    /// Where the host receives dispatches (`POST {url}/dispatches`, or one
+    /// at a time at `POST {url}/tasks/{taskId}`).
     #[cfg_attr(feature = "openapi", schema(pattern = "^https?://"))]
     pub url: String,
     /// How many attempts it runs at once; the orchestrator sends about that
@@ -474,6 +534,7 @@ pub struct ModuleUploaded {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn the_spec_callback_payload_parses() -> Result<(), serde_json::Error> {
@@ -527,6 +588,40 @@ mod tests {
         let json = serde_json::to_value(&request)?;
         assert_eq!(json["tasks"][0]["codeHash"], "a3f8b2c1d4e5f6a7");
         assert_eq!(json["tasks"][0]["id"], "download");
+        Ok(())
+    }
+
+    #[test]
+    fn batch_bodies_carry_every_item_once_in_order_under_the_limit() -> Result<(), serde_json::Error>
+    {
+        let sizes: Vec<usize> = (0..10).map(|i| if i == 7 { 5000 } else { 100 }).collect();
+        let as_json = |size: &usize| json!({ "pad": "x".repeat(*size) });
+        let bodies = batch_bodies("items", &sizes, as_json, 1000)?;
+        let mut seen = Vec::new();
+        for (chunk, body) in &bodies {
+            let decoded: Value = serde_json::from_slice(body)?;
+            let items = decoded["items"].as_array().cloned().unwrap_or_default();
+            assert_eq!(items.len(), chunk.len());
+            assert!(
+                body.len() <= 1000 || chunk.len() == 1,
+                "{} bytes for {} items",
+                body.len(),
+                chunk.len()
+            );
+            for (item, size) in items.iter().zip(chunk.iter()) {
+                assert_eq!(item, &as_json(size));
+            }
+            seen.extend(chunk.iter().copied());
+        }
+        assert_eq!(seen, sizes, "every item once, in order");
+        assert!(
+            bodies
+                .iter()
+                .any(|(chunk, body)| chunk == &[5000] && body.len() > 5000),
+            "the large item goes alone"
+        );
+        assert_eq!(batch_bodies("items", &sizes, as_json, usize::MAX)?.len(), 1);
+        assert!(batch_bodies("items", &[] as &[usize], as_json, 1000)?.is_empty());
         Ok(())
     }
 

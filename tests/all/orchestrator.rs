@@ -266,6 +266,76 @@ async fn a_wasm_task_runs_through_the_queue_on_a_host() -> Result<()> {
     Ok(())
 }
 
+/// A round's attempts reach a host in as few requests as fit under the
+/// batch's byte limit (1 MiB): 30 small inputs and 20 of 60 KB (inline,
+/// under 64 KiB) make about 1.25 MB of dispatches, so two requests; every
+/// run gets its own input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rounds_attempts_reach_a_host_batched_under_the_size_limit() -> Result<()> {
+    let database_url = database();
+    let orchestrator = orchestrator(&database_url, 0);
+    register(&orchestrator.url, "hello");
+    let names: Vec<String> = (0..50)
+        .map(|i| {
+            let name = format!("guest-{i:02}-");
+            if i % 5 < 2 {
+                name + &"x".repeat(60_000)
+            } else {
+                name
+            }
+        })
+        .collect();
+    // Enqueued in two requests (each under the API's 1 MiB body limit)
+    // before any host is up; the host's first round claims all 50.
+    let mut run_ids = Vec::new();
+    for half in names.chunks(25) {
+        let tasks: Vec<Value> = half
+            .iter()
+            .map(|name| json!({ "taskId": "hello", "input": { "name": name } }))
+            .collect();
+        let answer: Value = client()
+            .post(format!("{}/api/queue/batch", orchestrator.url))
+            .json(&json!({ "tasks": tasks }))
+            .send()
+            .await?
+            .json()
+            .await?;
+        ensure!(answer["queued"] == 25, "{answer}");
+        for item in answer["results"].as_array().into_iter().flatten() {
+            run_ids.push(item["runId"].as_str().context("a run id")?.to_owned());
+        }
+    }
+    let _host = host_with_capacity(&orchestrator.url, "host-a", 64);
+    wait_completed(&orchestrator.url, 50, Duration::from_secs(120)).await?;
+    ensure!(run_ids.len() == names.len(), "{run_ids:?}");
+    for (name, run_id) in names.iter().zip(&run_ids) {
+        let run = wait_final(&orchestrator.url, run_id, Duration::from_secs(10)).await?;
+        assert_eq!(run["status"], "succeeded", "{run}");
+        assert_eq!(
+            run["output"]["greeting"].as_str(),
+            Some(format!("Hello, {name}!").as_str()),
+            "run {run_id}"
+        );
+    }
+    let metrics = client()
+        .get(format!("{}/metrics", orchestrator.url))
+        .send()
+        .await?
+        .text()
+        .await?;
+    for line in [
+        "pipeweave_claims_total 50",
+        "pipeweave_dispatch_duration_seconds_count 2",
+        "pipeweave_dispatch_failures_total 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in:\n{metrics}"
+        );
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_stores_its_assets_and_large_output_in_storage_and_a_failed_run_stores_only_its_log()
 -> Result<()> {

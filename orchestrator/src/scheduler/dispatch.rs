@@ -1,9 +1,11 @@
 //! One dispatch round: claim due runs for each target (up to its free
-//! capacity, counted by the claim), and hand every claimed attempt over
-//! with `POST {target}/tasks/{taskId}`. A target that refuses, does not answer within
-//! [`DISPATCH_TIMEOUT`] or cannot be reached fails that attempt as
-//! retryable (`dispatch_failed`); the run goes back to the queue by its
-//! retry policy, so nothing is lost.
+//! capacity, counted by the claim), and hand the claimed attempts over: to
+//! a PipeWeave host all in one `POST {host}/dispatches` (split only to keep
+//! each body under [`DISPATCH_BATCH_BYTES`]), to a plain HTTP worker one
+//! `POST {worker}/tasks/{taskId}` each. A target that refuses, does not
+//! answer within [`DISPATCH_TIMEOUT`] or cannot be reached fails those
+//! attempts as retryable (`dispatch_failed`); the runs go back to the queue
+//! by their retry policy, so nothing is lost.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -12,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use pipeweave_protocol::wire::AttemptError;
-use pipeweave_protocol::wire::{Dispatch, ResultRef};
+use pipeweave_protocol::wire::{self, Dispatch, ResultRef};
 use pipeweave_protocol::{FailureReason, PreviousAttempt};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -33,6 +35,11 @@ pub const UNREACHABLE_BACKOFF: Duration = Duration::from_secs(5);
 /// Most runs claimed for one target in one statement.
 const CLAIM_BATCH: i64 = 200;
 
+/// Most bytes of dispatches in one request to a host: half its body limit
+/// (axum's default, 2 MB), so a round's batch of large inline inputs goes
+/// in several requests.
+pub const DISPATCH_BATCH_BYTES: usize = 1024 * 1024;
+
 /// A dispatch round: what it claimed, and the dispatches still in flight.
 /// Dropping it leaves them to finish on their own (each records its own
 /// failure); [`Round::finish`] waits for them.
@@ -42,7 +49,8 @@ pub struct Round {
     pub claimed: usize,
     /// Some claim filled its batch: there is probably more to do now.
     pub full: bool,
-    sends: Vec<JoinHandle<bool>>,
+    /// Each send in flight, with how many attempts it carries.
+    sends: Vec<(usize, JoinHandle<RoundReport>)>,
 }
 
 /// What a finished round did.
@@ -58,18 +66,20 @@ impl Round {
     /// Waits for every dispatch of the round.
     pub async fn finish(self) -> RoundReport {
         let mut report = RoundReport::default();
-        for send in self.sends {
-            match send.await {
-                Ok(true) => report.dispatched += 1,
-                _ => report.failed += 1,
-            }
+        for (attempts, send) in self.sends {
+            let sent = send.await.unwrap_or(RoundReport {
+                dispatched: 0,
+                failed: attempts,
+            });
+            report.dispatched += sent.dispatched;
+            report.failed += sent.failed;
         }
         report
     }
 }
 
 /// Where claimed attempts go.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Target {
     /// Host id or service id; recorded on the run.
     id: String,
@@ -206,6 +216,7 @@ pub async fn dispatch_round(scheduler: &Scheduler) -> crate::Result<Round> {
         let previous = previous_attempts(pool, &claimed).await?;
         let mut upstream = upstream_refs(pool, &claimed).await?;
         let secrets = task_secrets(scheduler, &claimed).await?;
+        let mut outgoing = Vec::with_capacity(claimed.len());
         for run in claimed {
             let (refs, failed) = upstream.remove(&run.id).unwrap_or_default();
             let mut dispatch = dispatch_message(
@@ -223,30 +234,29 @@ pub async fn dispatch_round(scheduler: &Scheduler) -> crate::Result<Round> {
                     .inspect_err(|error| tracing::error!(run_id = %dispatch.run_id, %error, "the attempt goes without its secrets"))
                     .ok();
             }
-            let url = format!("{}/tasks/{}", target.url, run.task_id);
             let reference = AttemptRef {
                 run_id: run.id,
                 attempt: run.attempt,
                 attempt_token: run.attempt_token,
             };
-            let (http, state) = (scheduler.state.http.clone(), scheduler.state.clone());
-            let (target_id, is_host) = (target.id.clone(), target.is_host);
-            round.sends.push(tokio::spawn(async move {
-                let started = Instant::now();
-                let sent = send(&http, &url, &dispatch).await;
-                state
-                    .metrics
-                    .dispatched(started.elapsed().as_secs_f64(), sent.is_ok());
-                let Err(failure) = sent else {
-                    return true;
-                };
-                tracing::warn!(run_id = %RunId(reference.run_id), target = %target_id, "dispatch failed: {}", failure.message);
-                if let Err(error) = record_failure(&state, reference, &target_id, is_host, failure).await {
-                    // The heartbeat watch fails the attempt later instead.
-                    tracing::warn!(run_id = %RunId(reference.run_id), error = %crate::error_chain(&error), "cannot record a failed dispatch");
-                }
-                false
-            }));
+            outgoing.push(Outgoing {
+                dispatch,
+                reference,
+            });
+        }
+        let state = scheduler.state.clone();
+        if target.is_host {
+            round.sends.push((
+                outgoing.len(),
+                tokio::spawn(send_to_host(state, target.clone(), outgoing)),
+            ));
+        } else {
+            for one in outgoing {
+                round.sends.push((
+                    1,
+                    tokio::spawn(send_to_worker(state.clone(), target.clone(), one)),
+                ));
+            }
         }
     }
     if round.claimed > 0 {
@@ -255,26 +265,128 @@ pub async fn dispatch_round(scheduler: &Scheduler) -> crate::Result<Round> {
     Ok(round)
 }
 
-async fn record_failure(
-    state: &crate::api::AppState,
+/// A claimed attempt and its dispatch.
+#[derive(Debug)]
+struct Outgoing {
+    dispatch: Dispatch,
     reference: AttemptRef,
-    target_id: &str,
-    is_host: bool,
-    failure: SendFailure,
-) -> crate::Result<()> {
-    let pool = &state.pool;
-    if failure.unreachable {
-        if is_host {
-            storage::hosts::mark_unreachable(pool, target_id).await?;
-        } else {
-            let until =
-                Utc::now() + chrono::Duration::from_std(UNREACHABLE_BACKOFF).unwrap_or_default();
-            storage::services::mark_unreachable(pool, target_id, until).await?;
+}
+
+/// Sends `outgoing` to a PipeWeave host in as few `POST /dispatches` as
+/// fit under [`DISPATCH_BATCH_BYTES`]; the attempts of a request that
+/// fails are failed as `dispatch_failed`.
+async fn send_to_host(
+    state: crate::api::AppState,
+    target: Target,
+    outgoing: Vec<Outgoing>,
+) -> RoundReport {
+    let url = format!("{}/dispatches", target.url);
+    let bodies = match wire::batch_bodies(
+        "dispatches",
+        &outgoing,
+        |one| &one.dispatch,
+        DISPATCH_BATCH_BYTES,
+    ) {
+        Ok(bodies) => bodies,
+        Err(error) => {
+            let failure = SendFailure {
+                message: format!("cannot encode the dispatch: {error}"),
+                unreachable: false,
+            };
+            return record_failures(&state, &target, &outgoing, failure).await;
         }
-        state.note_targets_changed();
+    };
+    let mut report = RoundReport::default();
+    for (chunk, body) in bodies {
+        let started = Instant::now();
+        let sent = send(&state.http, &url, body).await;
+        state
+            .metrics
+            .dispatched(started.elapsed().as_secs_f64(), chunk.len(), sent.is_ok());
+        match sent {
+            Ok(()) => report.dispatched += chunk.len(),
+            Err(failure) => {
+                let failed = record_failures(&state, &target, chunk, failure).await;
+                report.failed += failed.failed;
+            }
+        }
+    }
+    report
+}
+
+/// Sends one attempt to a plain HTTP worker with `POST /tasks/{taskId}`;
+/// fails it as `dispatch_failed` if that fails.
+async fn send_to_worker(state: crate::api::AppState, target: Target, one: Outgoing) -> RoundReport {
+    let url = format!("{}/tasks/{}", target.url, one.dispatch.task_id);
+    let started = Instant::now();
+    let sent = match serde_json::to_vec(&one.dispatch) {
+        Ok(body) => send(&state.http, &url, body).await,
+        Err(error) => Err(SendFailure {
+            message: format!("cannot encode the dispatch: {error}"),
+            unreachable: false,
+        }),
+    };
+    state
+        .metrics
+        .dispatched(started.elapsed().as_secs_f64(), 1, sent.is_ok());
+    match sent {
+        Ok(()) => RoundReport {
+            dispatched: 1,
+            failed: 0,
+        },
+        Err(failure) => record_failures(&state, &target, std::slice::from_ref(&one), failure).await,
+    }
+}
+
+/// Fails each attempt of a dispatch that failed as `dispatch_failed`, and
+/// takes an unreachable target out of rotation.
+async fn record_failures(
+    state: &crate::api::AppState,
+    target: &Target,
+    attempts: &[Outgoing],
+    failure: SendFailure,
+) -> RoundReport {
+    tracing::warn!(target = %target.id, attempts = attempts.len(), "dispatch failed: {}", failure.message);
+    if failure.unreachable
+        && let Err(error) = mark_unreachable(state, target).await
+    {
+        tracing::warn!(target = %target.id, error = %crate::error_chain(&error), "cannot take an unreachable target out of rotation");
     }
     let error = AttemptError::decided(FailureReason::DispatchFailed, failure.message);
-    queue::fail_attempt(pool, &state.metrics, reference, &error, None, Utc::now()).await?;
+    for one in attempts {
+        let reference = one.reference;
+        if let Err(error) = queue::fail_attempt(
+            &state.pool,
+            &state.metrics,
+            reference,
+            &error,
+            None,
+            Utc::now(),
+        )
+        .await
+        {
+            // The heartbeat watch fails the attempt later instead.
+            tracing::warn!(run_id = %RunId(reference.run_id), error = %crate::error_chain(&error), "cannot record a failed dispatch");
+        }
+    }
+    RoundReport {
+        dispatched: 0,
+        failed: attempts.len(),
+    }
+}
+
+/// Takes a target that refused connections out of rotation: a host until
+/// it pings again, a worker for [`UNREACHABLE_BACKOFF`].
+async fn mark_unreachable(state: &crate::api::AppState, target: &Target) -> crate::Result<()> {
+    let pool = &state.pool;
+    if target.is_host {
+        storage::hosts::mark_unreachable(pool, &target.id).await?;
+    } else {
+        let until =
+            Utc::now() + chrono::Duration::from_std(UNREACHABLE_BACKOFF).unwrap_or_default();
+        storage::services::mark_unreachable(pool, &target.id, until).await?;
+    }
+    state.note_targets_changed();
     Ok(())
 }
 
@@ -468,11 +580,14 @@ struct SendFailure {
     unreachable: bool,
 }
 
-async fn send(http: &reqwest::Client, url: &str, dispatch: &Dispatch) -> Result<(), SendFailure> {
+/// Posts a JSON `body` to `url`; anything but a 2xx within
+/// [`DISPATCH_TIMEOUT`] is a failure.
+async fn send(http: &reqwest::Client, url: &str, body: Vec<u8>) -> Result<(), SendFailure> {
     match http
         .post(url)
         .timeout(DISPATCH_TIMEOUT)
-        .json(dispatch)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
         .send()
         .await
     {

@@ -31,7 +31,9 @@ use crate::queue::{self, AttemptRef};
 use crate::shutdown::Shutdown;
 use crate::storage;
 
-pub use dispatch::{DISPATCH_TIMEOUT, Round, RoundReport, UNREACHABLE_BACKOFF, dispatch_round};
+pub use dispatch::{
+    DISPATCH_BATCH_BYTES, DISPATCH_TIMEOUT, Round, RoundReport, UNREACHABLE_BACKOFF, dispatch_round,
+};
 
 /// A pool of up to `connections` on the same database whose transactions
 /// commit with `synchronous_commit = off`, for claims only.

@@ -1,7 +1,7 @@
 //! The HTTP API's contract: registration and code versions, module
 //! uploads, the attempt token, and the errors a client gets for bad input.
 
-use anyhow::Result;
+use anyhow::{Result, ensure};
 use pipeweave_orchestrator::config::Mode;
 use serde_json::{Value, json};
 
@@ -827,6 +827,57 @@ async fn with_an_api_key_writes_need_it_and_attempts_use_their_token() -> Result
             .0,
         200
     );
+    Ok(())
+}
+
+/// A host gets a round's attempts in one request; when it cannot be
+/// reached, every attempt of that request fails as `dispatch_failed` and
+/// goes back to the queue, and the host leaves the rotation until it pings.
+#[tokio::test]
+async fn a_batch_to_an_unreachable_host_fails_each_attempt_and_takes_the_host_out() -> Result<()> {
+    let orchestrator = TestOrchestrator::start(Mode::Serverless).await?;
+    let module = &b"a module"[..];
+    let hash = pipeweave_protocol::CodeHash::of(module).to_string();
+    let response = reqwest::Client::new()
+        .put(format!("{}/api/modules/{hash}", orchestrator.url))
+        .body(module.to_vec())
+        .send()
+        .await?;
+    ensure!(response.status() == 201, "upload: {}", response.status());
+    let service = json!({ "serviceId": "wasm", "tasks": [{ "id": "download", "codeHash": hash }] });
+    let (status, answer) = orchestrator.post("/api/register", &service).await?;
+    ensure!(status == 200, "{answer}");
+    // Nothing listens on port 9.
+    let host = json!({ "hostId": "host-gone", "url": "http://127.0.0.1:9", "capacity": 8 });
+    let (status, answer) = orchestrator.post("/api/hosts", &host).await?;
+    ensure!(status == 200, "{answer}");
+    for i in 0..3 {
+        orchestrator.enqueue("download", json!(i)).await?;
+    }
+
+    let (_, tick) = orchestrator.post("/api/tick", &json!({})).await?;
+    assert_eq!(
+        (tick["claimed"].clone(), tick["dispatchFailed"].clone()),
+        (json!(3), json!(3)),
+        "{tick}"
+    );
+    let text = reqwest::get(format!("{}/metrics", orchestrator.url))
+        .await?
+        .text()
+        .await?;
+    for line in [
+        "pipeweave_dispatch_duration_seconds_count 1",
+        "pipeweave_dispatch_failures_total 3",
+        r#"pipeweave_attempts_total{outcome="failed",reason="dispatch_failed"} 3"#,
+        r#"pipeweave_runs{state="awaiting_retry"} 3"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+    }
+    let out_of_rotation: bool =
+        sqlx::query_scalar("select last_seen_at = '-infinity' from hosts where id = 'host-gone'")
+            .fetch_one(&orchestrator.pool)
+            .await?;
+    assert!(out_of_rotation, "the host stays out until its next ping");
     Ok(())
 }
 
