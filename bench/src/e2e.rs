@@ -76,13 +76,19 @@ pub(crate) struct Settings {
     pub(crate) host_capacity: Option<usize>,
     /// graphile-worker tuned in the same rounds, if installed.
     pub(crate) peers: Option<Peers>,
+    /// Load `pg_stat_statements` and report, for each drain, the
+    /// statements that took most of PostgreSQL's time.
+    pub(crate) statements: bool,
 }
 
 /// One round.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Round {
     wasm: f64,
     python: f64,
+    /// With `--statements`: where PostgreSQL's time went in each drain.
+    wasm_statements: Vec<StatementCost>,
+    python_statements: Vec<StatementCost>,
     graphile_tuned: Option<f64>,
     p50_ms: f64,
     p99_ms: f64,
@@ -124,7 +130,18 @@ pub(crate) fn e2e(rounds: usize, settings: &Settings) -> anyhow::Result<Outcome>
     let pipeweave = build_pipeweave()?;
     let guest = pipeweave_testkit::guest("noop");
     eprintln!("starting PostgreSQL…");
-    let cluster = EmbeddedPostgres::start(&Options::default())?;
+    let mut options = Options::default();
+    if settings.statements {
+        options.settings = vec![
+            (
+                "shared_preload_libraries".into(),
+                "pg_stat_statements".into(),
+            ),
+            // Statements inside others too, such as foreign-key checks.
+            ("pg_stat_statements.track".into(), "all".into()),
+        ];
+    }
+    let cluster = EmbeddedPostgres::start(&options)?;
     let scratch = tempfile::tempdir()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cores)
@@ -231,6 +248,13 @@ pub(crate) fn e2e(rounds: usize, settings: &Settings) -> anyhow::Result<Outcome>
         row["latencyToHostP50Ms"] = json!(r.p50_ms);
         row["latencyToHostP99Ms"] = json!(r.p99_ms);
         row["latencyToHostMaxMs"] = json!(r.max_ms);
+        if settings.statements {
+            let as_json = |costs: &[StatementCost]| -> Vec<Value> {
+                costs.iter().map(StatementCost::as_json).collect()
+            };
+            row["wasmStatements"] = json!(as_json(&r.wasm_statements));
+            row["pythonStatements"] = json!(as_json(&r.python_statements));
+        }
         rows.push(row);
     }
     Ok(Outcome { rows, summary })
@@ -332,10 +356,17 @@ async fn run(
     );
     let _worker = tokio::task::block_in_place(|| Server::start(command, Duration::from_secs(40)));
 
+    if settings.statements {
+        for pipeline in [&wasm, &python] {
+            sqlx::query("create extension if not exists pg_stat_statements")
+                .execute(&pipeline.pool)
+                .await?;
+        }
+    }
     let http = reqwest::Client::new();
     eprintln!("warming up: {WARM_UP_RUNS} runs through each pipeline…");
-    throughput(&http, &wasm, WARM_UP_RUNS).await?;
-    throughput(&http, &python, WARM_UP_RUNS).await?;
+    throughput(&http, &wasm, WARM_UP_RUNS, false).await?;
+    throughput(&http, &python, WARM_UP_RUNS, false).await?;
     latency(
         &http,
         &wasm.orchestrator.url,
@@ -347,15 +378,25 @@ async fn run(
 
     let mut measured = Vec::new();
     for round in 0..rounds {
-        let mut figures = [0.0; 2];
+        let mut figures = [(0.0, Vec::new()), (0.0, Vec::new())];
         let mut graphile_tuned = None;
         for step in 0..3 {
             match (step + round) % 3 {
-                0 => figures[0] = throughput(&http, &wasm, settings.runs).await?,
-                1 => figures[1] = throughput(&http, &python, settings.runs).await?,
+                0 => {
+                    figures[0] =
+                        throughput(&http, &wasm, settings.runs, settings.statements).await?
+                }
+                1 => {
+                    figures[1] =
+                        throughput(&http, &python, settings.runs, settings.statements).await?
+                }
                 _ => graphile_tuned = peer(cluster, &admin, settings, round).await?,
             }
         }
+        let [
+            (wasm_rate, wasm_statements),
+            (python_rate, python_statements),
+        ] = figures;
         let (p50, p99, max) = latency(
             &http,
             &wasm.orchestrator.url,
@@ -365,8 +406,10 @@ async fn run(
         )
         .await?;
         let r = Round {
-            wasm: figures[0],
-            python: figures[1],
+            wasm: wasm_rate,
+            python: python_rate,
+            wasm_statements,
+            python_statements,
             graphile_tuned,
             p50_ms: p50,
             p99_ms: p99,
@@ -380,6 +423,10 @@ async fn run(
             r.python,
             graphile_tuned.map_or_else(|| "not run".to_owned(), |g| format!("{g:.0} jobs/s")),
         );
+        if settings.statements {
+            print_statements("WASM", &r.wasm_statements);
+            print_statements("Python worker", &r.python_statements);
+        }
         measured.push(r);
     }
     wasm.pool.close().await;
@@ -414,13 +461,24 @@ async fn peer(
 }
 
 /// Enqueues `n` no-op runs in requests of [`BATCH_REQUEST`] and waits until
-/// none is queued or running; returns runs/s from the first request.
-async fn throughput(http: &reqwest::Client, pipeline: &Pipeline, n: usize) -> anyhow::Result<f64> {
+/// none is queued or running; returns runs/s from the first request and,
+/// with `statements`, where PostgreSQL's time went meanwhile.
+async fn throughput(
+    http: &reqwest::Client,
+    pipeline: &Pipeline,
+    n: usize,
+    statements: bool,
+) -> anyhow::Result<(f64, Vec<StatementCost>)> {
     let url = &pipeline.orchestrator.url;
     // Whatever earlier runs left (latency runs, an earlier drain), untimed.
     sqlx::query("truncate runs cascade")
         .execute(&pipeline.pool)
         .await?;
+    if statements {
+        sqlx::query("select pg_stat_statements_reset()")
+            .execute(&pipeline.pool)
+            .await?;
+    }
     let started = Instant::now();
     let mut left = n;
     while left > 0 {
@@ -475,7 +533,90 @@ async fn throughput(http: &reqwest::Client, pipeline: &Pipeline, n: usize) -> an
         succeeded == n as i64 && other == 0,
         "{succeeded} of {n} runs succeeded and {other} ended otherwise"
     );
-    Ok(n as f64 / elapsed.as_secs_f64())
+    let costs = if statements {
+        statement_costs(&pipeline.pool).await?
+    } else {
+        Vec::new()
+    };
+    Ok((n as f64 / elapsed.as_secs_f64(), costs))
+}
+
+/// One statement's share of PostgreSQL's time in a drain, from
+/// `pg_stat_statements`.
+#[derive(Debug, Clone)]
+struct StatementCost {
+    calls: i64,
+    total_ms: f64,
+    rows: i64,
+    /// Its first line that is not a comment, at most 100 characters.
+    statement: String,
+}
+
+impl StatementCost {
+    /// The raw row's form.
+    fn as_json(&self) -> Value {
+        json!({
+            "calls": self.calls,
+            "totalMs": self.total_ms,
+            "rows": self.rows,
+            "statement": self.statement,
+        })
+    }
+}
+
+/// The statements of the pipeline's database that took the most execution
+/// time since the last reset, most first.
+async fn statement_costs(pool: &PgPool) -> anyhow::Result<Vec<StatementCost>> {
+    let rows: Vec<(i64, f64, i64, String)> = sqlx::query_as(
+        "select calls, total_exec_time, rows, query from pg_stat_statements
+         where dbid = (select oid from pg_database where datname = current_database())
+           and query not like '%pg_stat_statements%'
+         order by total_exec_time desc limit 8",
+    )
+    .fetch_all(pool)
+    .await
+    .context("reading pg_stat_statements")?;
+    Ok(rows
+        .into_iter()
+        .map(|(calls, total_ms, rows, query)| {
+            let first = query
+                .lines()
+                .map(str::trim)
+                .find(|line| !line.is_empty() && !line.starts_with("--"))
+                .unwrap_or_default();
+            StatementCost {
+                calls,
+                total_ms,
+                rows,
+                statement: first.chars().take(100).collect(),
+            }
+        })
+        .collect())
+}
+
+/// Prints where PostgreSQL's time went in one drain.
+fn print_statements(pipeline: &str, costs: &[StatementCost]) {
+    let total: f64 = costs.iter().map(|c| c.total_ms).sum();
+    eprintln!(
+        "  {pipeline} drain, PostgreSQL time by statement (pg_stat_statements, top {}):",
+        costs.len()
+    );
+    eprintln!(
+        "  {:>6} {:>9} {:>7} {:>8} {:>9}  statement",
+        "share", "total ms", "calls", "mean ms", "rows/call"
+    );
+    for cost in costs {
+        let calls = cost.calls.max(1) as f64;
+        eprintln!(
+            "  {:>5.1}% {:>9.0} {:>7} {:>8.3} {:>9.1}  {}",
+            100.0 * cost.total_ms / total.max(f64::MIN_POSITIVE),
+            cost.total_ms,
+            cost.calls,
+            cost.total_ms / calls,
+            cost.rows as f64 / calls,
+            cost.statement
+        );
+    }
 }
 
 /// The host's log, read as it grows.

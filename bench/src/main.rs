@@ -192,6 +192,11 @@ struct E2eArgs {
     /// unless --no-peers).
     #[arg(long)]
     e2e_peers: bool,
+    /// Load pg_stat_statements into the private PostgreSQL and print, after
+    /// each drain, the statements that took most of its time (a profile of
+    /// the database side; it costs a few percent of throughput).
+    #[arg(long)]
+    statements: bool,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -219,6 +224,7 @@ fn e2e_settings(args: &E2eArgs, peers: Option<Peers>) -> e2e::Settings {
         pause: Duration::from_millis(5),
         host_capacity: args.host_capacity,
         peers,
+        statements: args.statements,
     }
 }
 

@@ -229,12 +229,7 @@ pub(crate) fn queue(rounds: usize, settings: &Settings) -> anyhow::Result<Outcom
         ..settings.clone()
     };
     eprintln!("starting a private PostgreSQL with its durability defaults…");
-    let cluster = EmbeddedPostgres::start(&Options {
-        durable: true,
-        max_connections: 100,
-        parent_dir: None,
-        keep_in: None,
-    })?;
+    let cluster = EmbeddedPostgres::start(&Options::default())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cores)
         .enable_all()

@@ -34,6 +34,9 @@ pub struct Options {
     /// cluster it holds (`initdb` only the first time) and leave it in
     /// place when stopped. `parent_dir` is then ignored.
     pub keep_in: Option<PathBuf>,
+    /// More server settings, each passed as `-c name=value` (the benchmark
+    /// loads `pg_stat_statements` this way to show where time goes).
+    pub settings: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -43,6 +46,7 @@ impl Default for Options {
             max_connections: 100,
             parent_dir: None,
             keep_in: None,
+            settings: Vec::new(),
         }
     }
 }
@@ -135,13 +139,19 @@ impl EmbeddedPostgres {
         };
         let script = format!(
             "{postgres} -D {data} -p {port} {sockets} -c listen_addresses=127.0.0.1 \
-             -c max_connections={max_connections} {durability} >{dir}/postgres.log 2>&1 & pg=$!; \
+             -c max_connections={max_connections} {durability} {settings} >{dir}/postgres.log 2>&1 & pg=$!; \
              while [ -d /proc/{owner} ] && kill -0 $pg 2>/dev/null; do sleep 0.2; done; \
              kill -INT $pg 2>/dev/null; wait $pg; {cleanup}",
             postgres = bin.join("postgres").display(),
             data = data.display(),
             dir = dir.display(),
             max_connections = options.max_connections,
+            settings = options
+                .settings
+                .iter()
+                .map(|(name, value)| format!("-c {}", shell_quoted(&format!("{name}={value}"))))
+                .collect::<Vec<_>>()
+                .join(" "),
             owner = std::process::id(),
         );
         as_postgres(root, Path::new("/bin/sh"))
@@ -390,4 +400,9 @@ fn postgres_ids() -> Result<(u32, u32), String> {
             })
     };
     Ok((id("-u")?, id("-g")?))
+}
+
+/// `text` as one single-quoted `sh` word.
+fn shell_quoted(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
 }

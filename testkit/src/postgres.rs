@@ -125,8 +125,7 @@ fn start() -> Result<Server, String> {
     let options = Options {
         durable: false,
         max_connections: 200,
-        parent_dir: None,
-        keep_in: None,
+        ..Options::default()
     };
     let cluster = EmbeddedPostgres::start(&options).map_err(|e| e.to_string())?;
     let server = Server {
