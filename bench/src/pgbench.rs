@@ -22,10 +22,11 @@
 //!   variables: the server returns one row instead of one per run;
 //! - the succeed statement takes those variables as its `$1`–`$4` (pgbench
 //!   sends them as parameters in prepared mode), and `now()` as `$5`;
-//! - both transactions commit with `synchronous_commit = off`. The
-//!   orchestrator commits its claims that way
-//!   (`pipeweave_orchestrator::scheduler::claims_pool`) but waits for the
-//!   flush of its completions, so the difference can only favour pgbench.
+//! - both transactions run with the orchestrator's claim session settings
+//!   (`pipeweave_orchestrator::scheduler::CLAIM_SESSION_SETTINGS`: the same
+//!   plan, and commits that do not wait for the WAL flush). The
+//!   orchestrator's completions do wait for it, so that difference can
+//!   only favour pgbench.
 //!
 //! Every other character of the two files is what the orchestrator runs.
 
@@ -33,6 +34,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, bail};
+use pipeweave_orchestrator::scheduler::CLAIM_SESSION_SETTINGS;
 
 /// The capacity both sides give each claiming target: far above what one
 /// client has running, so it never limits a claim, but the claim still
@@ -187,10 +189,11 @@ pub(crate) fn run(run: &Run<'_>) -> anyhow::Result<Outcome> {
             "postgres",
         ])
         .arg(run.database)
-        // Both statements commit without waiting for the WAL flush, as the
-        // orchestrator's claims do; its completions wait, so this can only
-        // favour pgbench.
-        .env("PGOPTIONS", "-c synchronous_commit=off")
+        // The orchestrator's claim settings: the same plan for the same
+        // claim SQL. Both statements commit without waiting for the WAL
+        // flush, as the orchestrator's claims do; its completions wait, so
+        // this can only favour pgbench.
+        .env("PGOPTIONS", claim_session_options())
         .output()
         .context("cannot run pgbench")?;
     let report = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -244,6 +247,15 @@ pub(crate) fn write_script(text: &str) -> anyhow::Result<PathBuf> {
     ));
     std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)
+}
+
+/// [`CLAIM_SESSION_SETTINGS`] as `PGOPTIONS` (`-c name=value …`).
+fn claim_session_options() -> String {
+    CLAIM_SESSION_SETTINGS
+        .iter()
+        .map(|(name, value)| format!("-c {name}={value}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]

@@ -3,7 +3,9 @@
 -- nothing while maintenance mode is on.
 -- See storage::runs::claim for how it honours priority, delayed runs,
 -- per-task concurrency and the target's capacity across replicas. The
--- benchmark runs this same file under pgbench.
+-- benchmark runs this same file under pgbench. Run it with
+-- scheduler::CLAIM_SESSION_SETTINGS, which keep its plan an ordered scan of
+-- runs_claimable and primary-key lookups whatever the statistics say.
 with limited as materialized (
     select id, concurrency - running_count as free
     from tasks

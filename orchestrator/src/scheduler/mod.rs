@@ -35,26 +35,48 @@ pub use dispatch::{
     DISPATCH_BATCH_BYTES, DISPATCH_TIMEOUT, Round, RoundReport, UNREACHABLE_BACKOFF, dispatch_round,
 };
 
-/// A pool of up to `connections` on the same database whose transactions
-/// commit with `synchronous_commit = off`, for claims only.
+/// The session settings of the connections that claim ([`claims_pool`]).
 ///
-/// A claim is the one write on the path from enqueue to dispatch that the
-/// client has not been promised anything about, so it does not wait for
-/// its WAL flush (about 0.2 ms of the idle enqueue-to-start latency). The
-/// commit is visible to every replica at once; only its durability is
-/// deferred, by at most `wal_writer_delay`, and the next durable commit on
-/// the server (an enqueue, a heartbeat, a callback) flushes it too. If the
-/// database server crashes inside that window, the claim is undone: the
-/// run is queued again and dispatched as the same attempt number with a new
-/// token, and the lost attempt's heartbeats and callback get 409 — the same
-/// outcome as an attempt whose worker went silent. Enqueues, callbacks and
-/// every other write stay fully durable.
+/// - `synchronous_commit = off`: a claim is the one write on the path from
+///   enqueue to dispatch that the client has not been promised anything
+///   about, so it does not wait for its WAL flush (about 0.2 ms of the idle
+///   enqueue-to-start latency). The commit is visible to every replica at
+///   once; only its durability is deferred, by at most `wal_writer_delay`,
+///   and the next durable commit on the server (an enqueue, a heartbeat, a
+///   callback) flushes it too. If the database server crashes inside that
+///   window, the claim is undone: the run is queued again and dispatched as
+///   the same attempt number with a new token, and the lost attempt's
+///   heartbeats and callback get 409 — the same outcome as an attempt whose
+///   worker went silent. Enqueues, callbacks and every other write stay
+///   fully durable.
+/// - No sequential or bitmap scans and no hash or merge joins: the claim
+///   has one good plan whatever the table holds, an ordered scan of the
+///   `runs_claimable` index that stops at the batch, and primary-key
+///   lookups for the rows it updates. The statistics of a queue table are
+///   nearly always wrong (empty after install or truncation, a small queue
+///   before a burst), and with them the planner chose plans whose cost
+///   grew with the table: a bitmap scan of every queued run and a sort, to
+///   take ten (18–22 ms per claim with 10,000 queued, before the table was
+///   analyzed), or a hash join that read every run to update ten (5–6 ms
+///   with 10,000 runs, after). With these settings the same claims took
+///   0.6–1.5 ms. The settings only make the other plans look expensive, so
+///   a statement with no alternative still runs.
+pub const CLAIM_SESSION_SETTINGS: &[(&str, &str)] = &[
+    ("synchronous_commit", "off"),
+    ("enable_seqscan", "off"),
+    ("enable_bitmapscan", "off"),
+    ("enable_hashjoin", "off"),
+    ("enable_mergejoin", "off"),
+];
+
+/// A pool of up to `connections` on the same database with the
+/// [`CLAIM_SESSION_SETTINGS`], for claims only.
 pub fn claims_pool(pool: &PgPool, connections: u32) -> PgPool {
     let options = pool
         .connect_options()
         .as_ref()
         .clone()
-        .options([("synchronous_commit", "off")]);
+        .options(CLAIM_SESSION_SETTINGS.iter().copied());
     PgPoolOptions::new()
         .max_connections(connections)
         .test_before_acquire(false)
