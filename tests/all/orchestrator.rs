@@ -151,6 +151,17 @@ pub(super) async fn enqueue(url: &str, task_id: &str, input: Value) -> Result<St
         .with_context(|| format!("enqueue: {answer}"))
 }
 
+/// `POST /api/queue/batch` with `tasks`; returns the answer.
+async fn enqueue_batch(url: &str, tasks: &[Value]) -> Result<Value> {
+    Ok(client()
+        .post(format!("{url}/api/queue/batch"))
+        .json(&json!({ "tasks": tasks }))
+        .send()
+        .await?
+        .json()
+        .await?)
+}
+
 /// GETs `{url}{path}` until `ended` holds for the answer, and returns it.
 async fn poll(
     url: &str,
@@ -293,13 +304,7 @@ async fn a_rounds_attempts_reach_a_host_batched_under_the_size_limit() -> Result
             .iter()
             .map(|name| json!({ "taskId": "hello", "input": { "name": name } }))
             .collect();
-        let answer: Value = client()
-            .post(format!("{}/api/queue/batch", orchestrator.url))
-            .json(&json!({ "tasks": tasks }))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let answer = enqueue_batch(&orchestrator.url, &tasks).await?;
         ensure!(answer["queued"] == 25, "{answer}");
         for item in answer["results"].as_array().into_iter().flatten() {
             run_ids.push(item["runId"].as_str().context("a run id")?.to_owned());
@@ -704,13 +709,7 @@ async fn the_orchestrator_killed_mid_dispatch_restarts_and_every_run_completes_o
     let tasks: Vec<Value> = (0..RUNS)
         .map(|_| json!({ "taskId": "sleep", "input": { "ms": 200 } }))
         .collect();
-    let answer: Value = client()
-        .post(format!("{url}/api/queue/batch"))
-        .json(&json!({ "tasks": tasks }))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let answer = enqueue_batch(&url, &tasks).await?;
     ensure!(answer["queued"] == RUNS, "{answer}");
 
     // Kill it while runs are being claimed, dispatched and completed.
@@ -832,13 +831,7 @@ async fn two_orchestrators_on_one_database_dispatch_every_attempt_exactly_once()
         } else {
             &second.url
         };
-        let answer: Value = client()
-            .post(format!("{target}/api/queue/batch"))
-            .json(&json!({ "tasks": tasks }))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let answer = enqueue_batch(target, &tasks).await?;
         ensure!(answer["queued"] == 1000, "{answer}");
     }
     wait_completed(&first.url, RUNS as i64, Duration::from_secs(300)).await?;

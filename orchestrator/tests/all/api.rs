@@ -836,14 +836,7 @@ async fn with_an_api_key_writes_need_it_and_attempts_use_their_token() -> Result
 #[tokio::test]
 async fn a_batch_to_an_unreachable_host_fails_each_attempt_and_takes_the_host_out() -> Result<()> {
     let orchestrator = TestOrchestrator::start(Mode::Serverless).await?;
-    let module = &b"a module"[..];
-    let hash = pipeweave_protocol::CodeHash::of(module).to_string();
-    let response = reqwest::Client::new()
-        .put(format!("{}/api/modules/{hash}", orchestrator.url))
-        .body(module.to_vec())
-        .send()
-        .await?;
-    ensure!(response.status() == 201, "upload: {}", response.status());
+    let hash = orchestrator.upload_module(b"a module").await?;
     let service = json!({ "serviceId": "wasm", "tasks": [{ "id": "download", "codeHash": hash }] });
     let (status, answer) = orchestrator.post("/api/register", &service).await?;
     ensure!(status == 200, "{answer}");

@@ -197,18 +197,8 @@ async fn a_pinned_retry_runs_the_failed_attempts_code() -> Result<()> {
     let orchestrator = TestOrchestrator::start(Mode::Serverless).await?;
     // A WebAssembly service: its tasks run on hosts, which fetch any
     // uploaded module by hash, old ones included.
-    let mut hashes = Vec::new();
-    for module in [&b"module a"[..], b"module b"] {
-        let hash = pipeweave_protocol::CodeHash::of(module).to_string();
-        let response = reqwest::Client::new()
-            .put(format!("{}/api/modules/{hash}", orchestrator.url))
-            .body(module.to_vec())
-            .send()
-            .await?;
-        ensure!(response.status() == 201, "upload: {}", response.status());
-        hashes.push(hash);
-    }
-    let (old, new) = (hashes[0].clone(), hashes[1].clone());
+    let old = orchestrator.upload_module(b"module a").await?;
+    let new = orchestrator.upload_module(b"module b").await?;
     let (status, answer) = orchestrator
         .post("/api/register", &registration(&old, false))
         .await?;

@@ -179,6 +179,20 @@ impl TestOrchestrator {
             .context("no runId")
     }
 
+    /// Uploads `module` as a WebAssembly module; returns its code hash.
+    pub async fn upload_module(&self, module: &[u8]) -> Result<String> {
+        let hash = pipeweave_protocol::CodeHash::of(module).to_string();
+        let response = reqwest::Client::new()
+            .put(format!("{}/api/modules/{hash}", self.url))
+            .body(module.to_vec())
+            .send()
+            .await?;
+        if response.status() != 201 {
+            bail!("uploading {hash} answered {}", response.status());
+        }
+        Ok(hash)
+    }
+
     /// Waits until a run reaches a final state and returns it.
     pub async fn wait_final(&self, run_id: &str, patience: Duration) -> Result<Value> {
         let deadline = tokio::time::Instant::now() + patience;
