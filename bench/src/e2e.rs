@@ -29,6 +29,14 @@
 //!   truncated before each drain, untimed.
 //! - **graphile-worker tuned**: the same number of jobs
 //!   (`crate::peers`), enqueued in bulk and drained, in a fresh database.
+//! - **CPU per run**: around each drain, the CPU time of the cluster's
+//!   processes (the postmaster, its living backends and the ones it has
+//!   reaped), of the orchestrator, of the host or worker, and of this
+//!   process (the client that enqueues and watches), read from `/proc` in
+//!   ticks of 10 ms, divided by the runs. For graphile-worker: the cluster
+//!   and its Node process over the whole measurement (start-up, bulk
+//!   enqueue and drain), so its figures include work that PipeWeave's
+//!   drain-only window leaves out.
 //! - **Latency** (WASM only): `latency_runs` runs one at a time, `pause`
 //!   apart, after a warm-up; from just before the enqueue request to the
 //!   host's `dispatch accepted` log line for that run (both wall-clock
@@ -44,7 +52,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use chrono::{DateTime, Utc};
 use pipeweave_orchestrator::embedded_postgres::{EmbeddedPostgres, Options};
-use pipeweave_testkit::process::{Server, log_field};
+use pipeweave_testkit::process::{CPU_TICK_MS, CpuTime, Server, log_field};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
@@ -89,7 +97,10 @@ struct Round {
     /// With `--statements`: where PostgreSQL's time went in each drain.
     wasm_statements: Vec<StatementCost>,
     python_statements: Vec<StatementCost>,
+    wasm_cpu: CpuPerRun,
+    python_cpu: CpuPerRun,
     graphile_tuned: Option<f64>,
+    graphile_cpu: Option<CpuPerRun>,
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
@@ -178,6 +189,24 @@ pub(crate) fn e2e(rounds: usize, settings: &Settings) -> anyhow::Result<Outcome>
             0,
         ),
     ];
+    type Figure = fn(&Round) -> f64;
+    let cpu_lines: [(&str, Figure); 6] = [
+        ("WASM run, PostgreSQL", |r| r.wasm_cpu.postgres),
+        ("WASM run, orchestrator", |r| r.wasm_cpu.orchestrator),
+        ("WASM run, host", |r| r.wasm_cpu.worker),
+        ("Python worker run, PostgreSQL", |r| r.python_cpu.postgres),
+        ("Python worker run, orchestrator", |r| {
+            r.python_cpu.orchestrator
+        }),
+        ("Python worker run, worker", |r| r.python_cpu.worker),
+    ];
+    for (figure, cpu) in cpu_lines {
+        summary.push(Line::new(
+            format!("e2e: CPU per {figure} (µs)"),
+            &each(&|r| Some(cpu(r))),
+            0,
+        ));
+    }
     let graphile = each(&|r| r.graphile_tuned);
     if !graphile.is_empty() {
         summary.push(Line::new(
@@ -197,6 +226,16 @@ pub(crate) fn e2e(rounds: usize, settings: &Settings) -> anyhow::Result<Outcome>
             "e2e: ratio Python worker / graphile-worker tuned (same round)",
             &each(&|r| Some(r.python / r.graphile_tuned?)),
             3,
+        ));
+        summary.push(Line::new(
+            "e2e: CPU per graphile-worker tuned job, PostgreSQL (µs)",
+            &each(&|r| Some(r.graphile_cpu?.postgres)),
+            0,
+        ));
+        summary.push(Line::new(
+            "e2e: CPU per graphile-worker tuned job, Node worker (µs)",
+            &each(&|r| Some(r.graphile_cpu?.worker)),
+            0,
         ));
     }
     summary.push(Line::new(
@@ -245,6 +284,9 @@ pub(crate) fn e2e(rounds: usize, settings: &Settings) -> anyhow::Result<Outcome>
         row["pythonWorkerRunsPerSec"] = json!(r.python);
         row["graphileTunedJobsPerSec"] = json!(r.graphile_tuned);
         row["ratioWasmToGraphileTuned"] = json!(r.graphile_tuned.map(|g| r.wasm / g));
+        row["wasmCpuPerRunUs"] = r.wasm_cpu.as_json();
+        row["pythonCpuPerRunUs"] = r.python_cpu.as_json();
+        row["graphileTunedCpuPerJobUs"] = json!(r.graphile_cpu.map(|c| c.as_json()));
         row["latencyToHostP50Ms"] = json!(r.p50_ms);
         row["latencyToHostP99Ms"] = json!(r.p99_ms);
         row["latencyToHostMaxMs"] = json!(r.max_ms);
@@ -337,7 +379,7 @@ async fn run(
             "PIPEWEAVE_CACHE_DIR",
             pipeweave_testkit::compile_cache_dir(),
         );
-    let _host = tokio::task::block_in_place(|| Server::start(command, Duration::from_secs(60)));
+    let host = tokio::task::block_in_place(|| Server::start(command, Duration::from_secs(60)));
 
     let python = pipeline(pipeweave, cluster, &admin, scratch, "bench_e2e_python").await?;
     let script = pipeweave_testkit::process::python_worker_script();
@@ -354,7 +396,20 @@ async fn run(
         ],
         &scratch.join("python-worker.log"),
     );
-    let _worker = tokio::task::block_in_place(|| Server::start(command, Duration::from_secs(40)));
+    let worker = tokio::task::block_in_place(|| Server::start(command, Duration::from_secs(40)));
+    let postmaster = cluster
+        .postmaster_pid()
+        .context("the private cluster's postmaster is not running")?;
+    let watched_wasm = Watched {
+        postmaster,
+        orchestrator: Some(wasm.orchestrator.pid()),
+        worker: Some(host.pid()),
+    };
+    let watched_python = Watched {
+        postmaster,
+        orchestrator: Some(python.orchestrator.pid()),
+        worker: Some(worker.pid()),
+    };
 
     if settings.statements {
         for pipeline in [&wasm, &python] {
@@ -365,8 +420,8 @@ async fn run(
     }
     let http = reqwest::Client::new();
     eprintln!("warming up: {WARM_UP_RUNS} runs through each pipeline…");
-    throughput(&http, &wasm, WARM_UP_RUNS, false).await?;
-    throughput(&http, &python, WARM_UP_RUNS, false).await?;
+    throughput(&http, &wasm, &watched_wasm, WARM_UP_RUNS, false).await?;
+    throughput(&http, &python, &watched_python, WARM_UP_RUNS, false).await?;
     latency(
         &http,
         &wasm.orchestrator.url,
@@ -378,25 +433,34 @@ async fn run(
 
     let mut measured = Vec::new();
     for round in 0..rounds {
-        let mut figures = [(0.0, Vec::new()), (0.0, Vec::new())];
-        let mut graphile_tuned = None;
+        let mut drains = [Drain::default(), Drain::default()];
+        let mut graphile = None;
         for step in 0..3 {
             match (step + round) % 3 {
                 0 => {
-                    figures[0] =
-                        throughput(&http, &wasm, settings.runs, settings.statements).await?
+                    drains[0] = throughput(
+                        &http,
+                        &wasm,
+                        &watched_wasm,
+                        settings.runs,
+                        settings.statements,
+                    )
+                    .await?
                 }
                 1 => {
-                    figures[1] =
-                        throughput(&http, &python, settings.runs, settings.statements).await?
+                    drains[1] = throughput(
+                        &http,
+                        &python,
+                        &watched_python,
+                        settings.runs,
+                        settings.statements,
+                    )
+                    .await?
                 }
-                _ => graphile_tuned = peer(cluster, &admin, settings, round).await?,
+                _ => graphile = peer(cluster, postmaster, &admin, settings, round).await?,
             }
         }
-        let [
-            (wasm_rate, wasm_statements),
-            (python_rate, python_statements),
-        ] = figures;
+        let [wasm_drain, python_drain] = drains;
         let (p50, p99, max) = latency(
             &http,
             &wasm.orchestrator.url,
@@ -406,11 +470,14 @@ async fn run(
         )
         .await?;
         let r = Round {
-            wasm: wasm_rate,
-            python: python_rate,
-            wasm_statements,
-            python_statements,
-            graphile_tuned,
+            wasm: wasm_drain.rate,
+            python: python_drain.rate,
+            wasm_statements: wasm_drain.statements,
+            python_statements: python_drain.statements,
+            wasm_cpu: wasm_drain.cpu,
+            python_cpu: python_drain.cpu,
+            graphile_tuned: graphile.map(|(rate, _)| rate),
+            graphile_cpu: graphile.map(|(_, cpu)| cpu),
             p50_ms: p50,
             p99_ms: p99,
             max_ms: max,
@@ -421,7 +488,17 @@ async fn run(
             round + 1,
             r.wasm,
             r.python,
-            graphile_tuned.map_or_else(|| "not run".to_owned(), |g| format!("{g:.0} jobs/s")),
+            r.graphile_tuned
+                .map_or_else(|| "not run".to_owned(), |g| format!("{g:.0} jobs/s")),
+        );
+        eprintln!(
+            "  CPU per run (µs), PostgreSQL / orchestrator / host or worker / this client: \
+             WASM {}, Python worker {}{}",
+            r.wasm_cpu,
+            r.python_cpu,
+            r.graphile_cpu
+                .map(|c| format!(", graphile-worker tuned {c}"))
+                .unwrap_or_default(),
         );
         if settings.statements {
             print_statements("WASM", &r.wasm_statements);
@@ -435,13 +512,15 @@ async fn run(
     Ok(measured)
 }
 
-/// graphile-worker tuned draining `runs` jobs in a fresh database.
+/// graphile-worker tuned draining `runs` jobs in a fresh database: its
+/// jobs/s, and the CPU per job of the cluster and of its Node process.
 async fn peer(
     cluster: &EmbeddedPostgres,
+    postmaster: u32,
     admin: &PgPool,
     settings: &Settings,
     round: usize,
-) -> anyhow::Result<Option<f64>> {
+) -> anyhow::Result<Option<(f64, CpuPerRun)>> {
     let Some(installed) = &settings.peers else {
         return Ok(None);
     };
@@ -454,21 +533,125 @@ async fn peer(
         clients: 8,
     };
     let url = cluster.url(&name);
+    // Node is a child of this process: its time shows once it is reaped.
+    let watched = Watched {
+        postmaster,
+        orchestrator: None,
+        worker: None,
+    };
+    let before = watched.ticks()?;
     let figures =
         tokio::task::block_in_place(|| installed.measure(Peer::GraphileTuned, &mode, &url));
+    let cpu = CpuPerRun::between(before, watched.ticks()?, settings.runs);
     drop_peer_database(admin, &name).await?;
-    Ok(Some(peers::figure(&figures?, "jobsPerSec")?))
+    Ok(Some((peers::figure(&figures?, "jobsPerSec")?, cpu)))
+}
+
+/// The processes whose CPU time a drain is charged with.
+#[derive(Debug, Clone, Copy)]
+struct Watched {
+    /// The cluster's postmaster; its backends are its children.
+    postmaster: u32,
+    orchestrator: Option<u32>,
+    /// The host or the worker; `None` for a child of this process that
+    /// has been waited for by the time of the second reading.
+    worker: Option<u32>,
+}
+
+/// CPU time, in ticks, of each watched process at one instant.
+#[derive(Debug, Clone, Copy)]
+struct Ticks {
+    postgres: u64,
+    orchestrator: u64,
+    worker: u64,
+    client: u64,
+}
+
+impl Watched {
+    fn ticks(&self) -> anyhow::Result<Ticks> {
+        let own = |pid: Option<u32>| -> anyhow::Result<u64> {
+            Ok(pid
+                .map(CpuTime::of)
+                .transpose()?
+                .map_or(0, |cpu| cpu.own_ticks))
+        };
+        let client = CpuTime::of(std::process::id())?;
+        Ok(Ticks {
+            postgres: CpuTime::of_family(self.postmaster)?,
+            orchestrator: own(self.orchestrator)?,
+            worker: match self.worker {
+                Some(pid) => own(Some(pid))?,
+                None => client.reaped_children_ticks,
+            },
+            client: client.own_ticks,
+        })
+    }
+}
+
+/// CPU time per run over one drain, by process, in microseconds.
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuPerRun {
+    postgres: f64,
+    orchestrator: f64,
+    worker: f64,
+    /// This process: the client that enqueues and watches the drain.
+    client: f64,
+}
+
+impl CpuPerRun {
+    fn between(before: Ticks, after: Ticks, runs: usize) -> Self {
+        let per_run = |from: u64, to: u64| {
+            to.saturating_sub(from) as f64 * CPU_TICK_MS * 1e3 / runs.max(1) as f64
+        };
+        Self {
+            postgres: per_run(before.postgres, after.postgres),
+            orchestrator: per_run(before.orchestrator, after.orchestrator),
+            worker: per_run(before.worker, after.worker),
+            client: per_run(before.client, after.client),
+        }
+    }
+
+    /// The raw row's form.
+    fn as_json(&self) -> Value {
+        json!({
+            "postgres": self.postgres,
+            "orchestrator": self.orchestrator,
+            "worker": self.worker,
+            "client": self.client,
+        })
+    }
+}
+
+impl std::fmt::Display for CpuPerRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.0} / {:.0} / {:.0} / {:.0}",
+            self.postgres, self.orchestrator, self.worker, self.client
+        )
+    }
+}
+
+/// One measured drain.
+#[derive(Debug, Clone, Default)]
+struct Drain {
+    rate: f64,
+    /// With `--statements`: where PostgreSQL's time went.
+    statements: Vec<StatementCost>,
+    cpu: CpuPerRun,
 }
 
 /// Enqueues `n` no-op runs in requests of [`BATCH_REQUEST`] and waits until
-/// none is queued or running; returns runs/s from the first request and,
-/// with `statements`, where PostgreSQL's time went meanwhile.
+/// none is queued or running; returns runs/s from the first request, the
+/// CPU per run of the `watched` processes and, with `statements`, where
+/// PostgreSQL's time went meanwhile.
 async fn throughput(
     http: &reqwest::Client,
     pipeline: &Pipeline,
+    watched: &Watched,
     n: usize,
     statements: bool,
-) -> anyhow::Result<(f64, Vec<StatementCost>)> {
+) -> anyhow::Result<Drain> {
     let url = &pipeline.orchestrator.url;
     // Whatever earlier runs left (latency runs, an earlier drain), untimed.
     sqlx::query("truncate runs cascade")
@@ -479,6 +662,7 @@ async fn throughput(
             .execute(&pipeline.pool)
             .await?;
     }
+    let cpu_before = watched.ticks()?;
     let started = Instant::now();
     let mut left = n;
     while left > 0 {
@@ -524,6 +708,7 @@ async fn throughput(
         );
     }
     let elapsed = started.elapsed();
+    let cpu = CpuPerRun::between(cpu_before, watched.ticks()?, n);
     let (succeeded, other): (i64, i64) = sqlx::query_as(
         "select count(*) filter (where state = 'succeeded'), count(*) filter (where state <> 'succeeded') from runs",
     )
@@ -538,7 +723,11 @@ async fn throughput(
     } else {
         Vec::new()
     };
-    Ok((n as f64 / elapsed.as_secs_f64(), costs))
+    Ok(Drain {
+        rate: n as f64 / elapsed.as_secs_f64(),
+        statements: costs,
+        cpu,
+    })
 }
 
 /// One statement's share of PostgreSQL's time in a drain, from

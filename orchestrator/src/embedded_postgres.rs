@@ -192,6 +192,12 @@ impl EmbeddedPostgres {
         self.port
     }
 
+    /// The postmaster's process id, while it runs; its backends are its
+    /// children.
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        running_postmaster(&self.dir.join("data"))
+    }
+
     /// Stops the server now and removes its directory; waits up to 30 s.
     pub fn stop(mut self) {
         self.shut_down();

@@ -192,6 +192,81 @@ impl Memory {
     }
 }
 
+/// CPU time a process has used, from `/proc/{pid}/stat` (Linux only), in
+/// the kernel's clock ticks of 10 ms (`USER_HZ`, 100 on the architectures
+/// this project builds for).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuTime {
+    /// User and system time of the process itself.
+    pub own_ticks: u64,
+    /// User and system time of its children that it has waited for.
+    pub reaped_children_ticks: u64,
+}
+
+/// Milliseconds per [`CpuTime`] tick.
+pub const CPU_TICK_MS: f64 = 10.0;
+
+impl CpuTime {
+    /// Reads the CPU time of process `pid`.
+    pub fn of(pid: u32) -> std::io::Result<Self> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        let invalid = || {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("unexpected /proc/{pid}/stat: {stat}"),
+            )
+        };
+        // The command name, in parentheses, may hold spaces: the fields
+        // after its closing parenthesis start with the state (field 3);
+        // utime, stime, cutime and cstime are fields 14 to 17.
+        let (_, after_name) = stat.rsplit_once(')').ok_or_else(invalid)?;
+        let fields: Vec<u64> = after_name
+            .split_whitespace()
+            .skip(11)
+            .take(4)
+            .map(|field| field.parse().map_err(|_| invalid()))
+            .collect::<Result<_, _>>()?;
+        let [utime, stime, cutime, cstime] = fields[..] else {
+            return Err(invalid());
+        };
+        Ok(Self {
+            own_ticks: utime + stime,
+            reaped_children_ticks: cutime + cstime,
+        })
+    }
+
+    /// The CPU time, in ticks, of process `pid` and every process it
+    /// started, living or ended, as far as it has waited for them: its
+    /// own, its reaped children's and its living children's (one level
+    /// down, as a PostgreSQL postmaster's backends are).
+    pub fn of_family(pid: u32) -> std::io::Result<u64> {
+        let parent = Self::of(pid)?;
+        let mut total = parent.own_ticks + parent.reaped_children_ticks;
+        for entry in std::fs::read_dir("/proc")?.flatten() {
+            let Some(child) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+                continue;
+            };
+            let parent_pid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|ppid| ppid.parse::<u32>().ok());
+            if parent_pid == Some(pid)
+                && let Ok(cpu) = Self::of(child)
+            {
+                total += cpu.own_ticks + cpu.reaped_children_ticks;
+            }
+        }
+        Ok(total)
+    }
+}
+
 /// The Python example worker (`examples/python-worker/worker.py`).
 pub fn python_worker_script() -> PathBuf {
     crate::workspace_root()
@@ -234,4 +309,35 @@ pub fn python_worker_on(python: &Path, orchestrator_url: &str, extra: &[&str]) -
         .args(["--orchestrator", orchestrator_url, "--port", "0"])
         .args(extra);
     Server::start(command, Duration::from_secs(40))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_grows_with_work_and_a_family_includes_its_parent() {
+        let pid = std::process::id();
+        let before = CpuTime::of(pid).expect("this process's CPU time");
+        // Work until 100 ms of CPU time show (10 ticks); a loaded machine
+        // takes longer, so the patience is in wall-clock time.
+        let started = std::time::Instant::now();
+        let mut spin = 0_u64;
+        let after = loop {
+            for _ in 0..1_000_000 {
+                spin = std::hint::black_box(spin.wrapping_add(1));
+            }
+            let now = CpuTime::of(pid).expect("this process's CPU time");
+            if now.own_ticks >= before.own_ticks + 10 {
+                break now;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "{before:?} → {now:?} after 30 s of work"
+            );
+        };
+        let family = CpuTime::of_family(pid).expect("this process's family");
+        assert!(family >= after.own_ticks, "{family} < {after:?}");
+        assert!(CpuTime::of(u32::MAX).is_err(), "no such process");
+    }
 }
