@@ -153,9 +153,17 @@ pub async fn enqueue<'e>(
                  and (idempotency_key is null or id in (select run_id from keyed))
                returning id, priority
            )
-           select known.id as "id!", inserted.priority as "priority?", keyed.run_id as "holder?"
+           -- `inserted` runs to completion though nothing reads it (a
+           -- data-modifying CTE always does); the priority comes from
+           -- `known` under the insert's own condition. Joining `inserted`
+           -- back by id was a nested loop in the cached generic plan,
+           -- which expects ten rows from each unnest: a million
+           -- comparisons for a batch of 1,000.
+           select known.id as "id!",
+                  case when known.idempotency_key is null or known.id in (select run_id from keyed)
+                       then coalesce(known.priority, known.default_priority) end as "priority?",
+                  keyed.run_id as "holder?"
            from known
-           left join inserted on inserted.id = known.id
            left join keyed
                on keyed.task_id = known.task_id and keyed.key = known.idempotency_key
            where (select ok from complete)
