@@ -569,18 +569,15 @@ struct Ticks {
 
 impl Watched {
     fn ticks(&self) -> anyhow::Result<Ticks> {
-        let own = |pid: Option<u32>| -> anyhow::Result<u64> {
-            Ok(pid
-                .map(CpuTime::of)
-                .transpose()?
-                .map_or(0, |cpu| cpu.own_ticks))
+        let own = |pid: Option<u32>| -> std::io::Result<u64> {
+            pid.map_or(Ok(0), |pid| Ok(CpuTime::of(pid)?.own_ticks))
         };
         let client = CpuTime::of(std::process::id())?;
         Ok(Ticks {
             postgres: CpuTime::of_family(self.postmaster)?,
             orchestrator: own(self.orchestrator)?,
             worker: match self.worker {
-                Some(pid) => own(Some(pid))?,
+                Some(_) => own(self.worker)?,
                 None => client.reaped_children_ticks,
             },
             client: client.own_ticks,

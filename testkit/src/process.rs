@@ -210,28 +210,11 @@ impl CpuTime {
     /// Reads the CPU time of process `pid`.
     pub fn of(pid: u32) -> std::io::Result<Self> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        let invalid = || {
+        Self::parse(&stat).map(|(_, cpu)| cpu).ok_or_else(|| {
             std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 format!("unexpected /proc/{pid}/stat: {stat}"),
             )
-        };
-        // The command name, in parentheses, may hold spaces: the fields
-        // after its closing parenthesis start with the state (field 3);
-        // utime, stime, cutime and cstime are fields 14 to 17.
-        let (_, after_name) = stat.rsplit_once(')').ok_or_else(invalid)?;
-        let fields: Vec<u64> = after_name
-            .split_whitespace()
-            .skip(11)
-            .take(4)
-            .map(|field| field.parse().map_err(|_| invalid()))
-            .collect::<Result<_, _>>()?;
-        let [utime, stime, cutime, cstime] = fields[..] else {
-            return Err(invalid());
-        };
-        Ok(Self {
-            own_ticks: utime + stime,
-            reaped_children_ticks: cutime + cstime,
         })
     }
 
@@ -240,30 +223,46 @@ impl CpuTime {
     /// own, its reaped children's and its living children's (one level
     /// down, as a PostgreSQL postmaster's backends are).
     pub fn of_family(pid: u32) -> std::io::Result<u64> {
-        let parent = Self::of(pid)?;
-        let mut total = parent.own_ticks + parent.reaped_children_ticks;
+        let ticks = |cpu: Self| cpu.own_ticks + cpu.reaped_children_ticks;
+        let mut total = ticks(Self::of(pid)?);
         for entry in std::fs::read_dir("/proc")?.flatten() {
-            let Some(child) = entry
+            let Some(other) = entry
                 .file_name()
                 .to_str()
                 .and_then(|n| n.parse::<u32>().ok())
             else {
                 continue;
             };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            // A process may end between the listing and the read.
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{other}/stat")) else {
                 continue;
             };
-            let parent_pid = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                .and_then(|ppid| ppid.parse::<u32>().ok());
-            if parent_pid == Some(pid)
-                && let Ok(cpu) = Self::of(child)
+            if let Some((parent, cpu)) = Self::parse(&stat)
+                && parent == pid
             {
-                total += cpu.own_ticks + cpu.reaped_children_ticks;
+                total += ticks(cpu);
             }
         }
         Ok(total)
+    }
+
+    /// The parent's pid and the CPU time in a `/proc/{pid}/stat` line.
+    fn parse(stat: &str) -> Option<(u32, Self)> {
+        // The command name, in parentheses, may hold spaces: the fields
+        // after its closing parenthesis start with field 3 (the state), so
+        // field n of proc(5) is `fields[n - 3]`: the parent is field 4,
+        // utime, stime, cutime and cstime are fields 14 to 17.
+        let (_, after_name) = stat.rsplit_once(')')?;
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        let number = |field: usize| fields.get(field - 3)?.parse::<u64>().ok();
+        let parent = fields.get(1)?.parse().ok()?;
+        Some((
+            parent,
+            Self {
+                own_ticks: number(14)? + number(15)?,
+                reaped_children_ticks: number(16)? + number(17)?,
+            },
+        ))
     }
 }
 
