@@ -70,4 +70,8 @@ where runs.id = chosen.id
 returning runs.id, runs.task_id, runs.attempt, runs.attempt_token as "attempt_token!",
           runs.input, runs.input_path, runs.backend_id, runs.pipeline_run_id, runs.code_version as "code_version!", runs.code_hash as "code_hash!",
           tasks.timeout_ms,
-          tasks.heartbeat_interval_ms;
+          tasks.heartbeat_interval_ms,
+          -- Whether the dispatch must look up secrets (most tasks declare none).
+          coalesce(jsonb_array_length(case when jsonb_typeof(tasks.descriptor -> 'secrets') = 'array'
+                                           then tasks.descriptor -> 'secrets' end) > 0,
+                   false) as "declares_secrets!";

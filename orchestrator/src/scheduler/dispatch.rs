@@ -514,16 +514,24 @@ fn storage_token(
 }
 
 /// The secrets each claimed task declares that the orchestrator keeps,
-/// opened, by task id. A value that does not open (sealed under another
+/// opened, by task id; no query when none of the claimed tasks declares
+/// any. A value that does not open (sealed under another
 /// `PIPEWEAVE_SECRET_KEY`) is left out, and logged.
 async fn task_secrets(
     scheduler: &Scheduler,
     claimed: &[storage::runs::Claimed],
 ) -> crate::Result<HashMap<String, BTreeMap<String, String>>> {
-    let mut task_ids: Vec<String> = claimed.iter().map(|run| run.task_id.clone()).collect();
+    let mut task_ids: Vec<String> = claimed
+        .iter()
+        .filter(|run| run.declares_secrets)
+        .map(|run| run.task_id.clone())
+        .collect();
     task_ids.sort_unstable();
     task_ids.dedup();
     let mut secrets: HashMap<String, BTreeMap<String, String>> = HashMap::new();
+    if task_ids.is_empty() {
+        return Ok(secrets);
+    }
     for declared in storage::secrets::declared_by(&scheduler.state.pool, &task_ids).await? {
         match scheduler
             .state

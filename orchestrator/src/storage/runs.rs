@@ -223,6 +223,8 @@ pub struct Claimed {
     pub timeout_ms: i64,
     /// The task's heartbeat interval.
     pub heartbeat_interval_ms: i64,
+    /// The task's descriptor names secrets, so its dispatch carries them.
+    pub declares_secrets: bool,
 }
 
 /// Claims up to `limit` due runs of the tasks in `task_ids` for `target`,
