@@ -23,8 +23,8 @@
 //! - the succeed statement takes those variables as its `$1`–`$4` (pgbench
 //!   sends them as parameters in prepared mode), and `now()` as `$5`;
 //! - both transactions run with the orchestrator's claim session settings
-//!   (`pipeweave_orchestrator::scheduler::CLAIM_SESSION_SETTINGS`: the same
-//!   plan, and commits that do not wait for the WAL flush). The
+//!   (`pipeweave_orchestrator::scheduler::claim_session_settings`: the
+//!   same plans, and commits that do not wait for the WAL flush). The
 //!   orchestrator's completions do wait for it, so that difference can
 //!   only favour pgbench.
 //!
@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, bail};
-use pipeweave_orchestrator::scheduler::CLAIM_SESSION_SETTINGS;
+use pipeweave_orchestrator::scheduler::claim_session_settings;
 
 /// The capacity both sides give each claiming target: far above what one
 /// client has running, so it never limits a claim, but the claim still
@@ -249,10 +249,9 @@ pub(crate) fn write_script(text: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// [`CLAIM_SESSION_SETTINGS`] as `PGOPTIONS` (`-c name=value …`).
+/// [`claim_session_settings`] as `PGOPTIONS` (`-c name=value …`).
 fn claim_session_options() -> String {
-    CLAIM_SESSION_SETTINGS
-        .iter()
+    claim_session_settings()
         .map(|(name, value)| format!("-c {name}={value}"))
         .collect::<Vec<_>>()
         .join(" ")
@@ -273,10 +272,7 @@ mod tests {
         assert!(text.contains("for update skip locked"), "{text}");
         assert!(text.contains("claimed as (\nupdate runs set"), "{text}");
         assert!(text.contains("from claimed \\gset\n"), "{text}");
-        assert!(
-            text.contains("unnest(:ids::uuid[], :attempts::integer[]"),
-            "{text}"
-        );
+        assert!(text.contains("where runs.id = any(:ids::uuid[])"), "{text}");
         assert!(
             text.trim_end().ends_with("select id from finished;"),
             "{text}"

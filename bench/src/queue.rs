@@ -18,7 +18,8 @@
 //!   `storage::runs::succeed` of everything claimed, until the queue is
 //!   empty: the functions the scheduler and the callback use, on the same
 //!   kinds of pools (claims on `scheduler::claims_pool`, which does not
-//!   wait for the WAL flush; completions durable). Throughput is runs / elapsed. Then the same again on another
+//!   wait for the WAL flush; completions, durable, on
+//!   `scheduler::completions_pool`). Throughput is runs / elapsed. Then the same again on another
 //!   fresh database with pgbench (`crate::pgbench`), `clients` clients
 //!   running `runs / (batch × clients)` transactions each, so both drain
 //!   the same queue. The order of the two alternates between rounds.
@@ -51,7 +52,7 @@ use axum::http::StatusCode;
 use chrono::Utc;
 use pipeweave_orchestrator::config::LogLevel;
 use pipeweave_orchestrator::embedded_postgres::{EmbeddedPostgres, Options};
-use pipeweave_orchestrator::scheduler::claims_pool;
+use pipeweave_orchestrator::scheduler::{claims_pool, completions_pool};
 use pipeweave_orchestrator::storage::{self, Runtime, runs};
 use pipeweave_orchestrator::{Config, Mode, Shutdown};
 use pipeweave_protocol::TaskDescriptor;
@@ -649,12 +650,14 @@ pub(crate) async fn drain(
 ) -> anyhow::Result<(Loops, Duration)> {
     let started = Instant::now();
     let mut loops = tokio::task::JoinSet::new();
-    // Claims go through the scheduler's own kind of pool (no wait for the
-    // WAL flush), completions through the durable one, as in the
-    // orchestrator.
-    let claims = claims_pool(pool, u32::try_from(clients).unwrap_or(u32::MAX));
+    // Claims and completions go through the orchestrator's own kinds of
+    // pool: claims do not wait for the WAL flush, completions do, and both
+    // use the fixed-plan settings.
+    let connections = u32::try_from(clients).unwrap_or(u32::MAX);
+    let claims = claims_pool(pool, connections);
+    let completions = completions_pool(pool, connections);
     for client in 0..clients {
-        let (pool, claims) = (pool.clone(), claims.clone());
+        let (completions, claims) = (completions.clone(), claims.clone());
         loops.spawn(async move {
             let task_ids = vec![TASK.to_owned()];
             let target = format!("bench-{client}");
@@ -678,7 +681,7 @@ pub(crate) async fn drain(
                 }
                 let successes = successes(&claimed, &result);
                 let t = Instant::now();
-                let finished = runs::succeed(&pool, &successes, Utc::now()).await?;
+                let finished = runs::succeed(&completions, &successes, Utc::now()).await?;
                 done.succeed_time += t.elapsed();
                 done.succeeds += 1;
                 ensure!(

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, ensure};
 use chrono::{DateTime, Utc};
 use pipeweave_orchestrator::embedded_postgres::{EmbeddedPostgres, Options};
-use pipeweave_orchestrator::scheduler::claims_pool;
+use pipeweave_orchestrator::scheduler::{claims_pool, completions_pool};
 use pipeweave_orchestrator::storage::runs;
 use serde_json::json;
 use sqlx::PgPool;
@@ -116,7 +116,11 @@ const LATENCY_WARMUP: usize = 10;
 /// One client, `probe` claims of one run each, each followed by its
 /// succeed; returns the claim statement's p50 and p99 in ms, without the
 /// first few claims.
-async fn claim_latency(pool: &PgPool, claims: &PgPool, probe: usize) -> anyhow::Result<(f64, f64)> {
+async fn claim_latency(
+    completions: &PgPool,
+    claims: &PgPool,
+    probe: usize,
+) -> anyhow::Result<(f64, f64)> {
     let task_ids = vec![TASK.to_owned()];
     let result = json!({ "output": {} });
     let mut samples = Vec::with_capacity(probe);
@@ -142,7 +146,7 @@ async fn claim_latency(pool: &PgPool, claims: &PgPool, probe: usize) -> anyhow::
             attempt_token: run.attempt_token,
             result: result.clone(),
         };
-        runs::succeed(pool, &[success], Utc::now()).await?;
+        runs::succeed(completions, &[success], Utc::now()).await?;
     }
     samples.sort_unstable();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
@@ -161,12 +165,16 @@ async fn claim_throughput(
     batch: i64,
     probe: usize,
 ) -> anyhow::Result<(u64, Duration)> {
-    let claims = claims_pool(pool, u32::try_from(clients)?);
+    let connections = u32::try_from(clients)?;
+    let (claims, completions) = (
+        claims_pool(pool, connections),
+        completions_pool(pool, connections),
+    );
     let left = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(i64::try_from(probe)?));
     let started = Instant::now();
     let mut loops = tokio::task::JoinSet::new();
     for client in 0..clients {
-        let (pool, claims, left) = (pool.clone(), claims.clone(), left.clone());
+        let (completions, claims, left) = (completions.clone(), claims.clone(), left.clone());
         loops.spawn(async move {
             let task_ids = vec![TASK.to_owned()];
             let target = format!("bench-scale-{client}");
@@ -188,7 +196,7 @@ async fn claim_throughput(
                 .await?;
                 ensure!(!claimed.is_empty(), "the backlog ran out");
                 let successes = successes(&claimed, &result);
-                let finished = runs::succeed(&pool, &successes, Utc::now()).await?;
+                let finished = runs::succeed(&completions, &successes, Utc::now()).await?;
                 done += finished.len() as u64;
             }
             anyhow::Ok(done)
@@ -411,9 +419,10 @@ async fn measure(
         let mut measured = Vec::new();
         for i in order {
             let (size, pool) = &pools[i];
-            let claims = claims_pool(pool, 1);
-            let (p50, p99) = claim_latency(pool, &claims, settings.probe).await?;
+            let (claims, completions) = (claims_pool(pool, 1), completions_pool(pool, 1));
+            let (p50, p99) = claim_latency(&completions, &claims, settings.probe).await?;
             claims.close().await;
+            completions.close().await;
             let (done, elapsed) =
                 claim_throughput(pool, settings.clients, settings.batch, settings.probe).await?;
             let probe = Probe {

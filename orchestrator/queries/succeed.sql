@@ -5,20 +5,20 @@
 -- selects, under its pipeline run's lock (storage::runs::succeed_in_pipeline).
 -- Attempts that are no longer current are skipped: only a running run
 -- holds a token (runs_token_iff_running), so the token match is the guard.
--- storage::runs::succeed plans this statement at each execution: a
--- generic plan cached while `runs` was nearly empty (a fresh or truncated
--- table) joins by scanning every run, 100–400 ms per batch once 20,000
--- are queued. One run at a time goes by a statement of its own instead.
-with reported as (
-    select * from unnest($1::uuid[], $2::integer[], $3::uuid[], $4::jsonb[], $6::text[])
-        as r (id, attempt, attempt_token, result, logs_path)
-),
-finished as (
-    update runs set state = 'succeeded', finished_at = $5, result = reported.result, error = null,
-        attempt_token = null, logs_path = reported.logs_path
-    from reported
-    where runs.id = reported.id
-      and runs.attempt = reported.attempt and runs.attempt_token = reported.attempt_token
+-- Each run is found by primary key (`id = any($1)`) and takes its values
+-- from the arrays at its position in $1. There is no join between the runs
+-- and the arrays, so no join order to get wrong: a generic plan made while
+-- `runs` was empty joined the other way round, scanning every run for each
+-- reported one (100–400 ms per batch once 20,000 were queued). Run it
+-- with scheduler::FIXED_PLAN_SETTINGS (storage::runs::succeed says why).
+with finished as (
+    update runs set state = 'succeeded', finished_at = $5,
+        result = ($4::jsonb[])[array_position($1::uuid[], runs.id)],
+        error = null, attempt_token = null,
+        logs_path = ($6::text[])[array_position($1::uuid[], runs.id)]
+    where runs.id = any($1::uuid[])
+      and runs.attempt = ($2::integer[])[array_position($1::uuid[], runs.id)]
+      and runs.attempt_token = ($3::uuid[])[array_position($1::uuid[], runs.id)]
       and runs.pipeline_run_id is null
     returning runs.id, runs.task_id
 ),

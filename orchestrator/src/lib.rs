@@ -86,6 +86,7 @@ pub fn app_state(pool: sqlx::PgPool, config: Config) -> Result<api::AppState> {
         sealer: pipeweave_storage::Sealer::new(&config.secret_key),
         secret_box: pipeweave_storage::SecretBox::new(&config.secret_key),
         claims: scheduler::claims_pool(&pool, 4),
+        completions: scheduler::completions_pool(&pool, 8),
         pool,
         config: Arc::new(config),
         wake_scheduler: Arc::new(Notify::new()),

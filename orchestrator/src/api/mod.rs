@@ -40,6 +40,9 @@ pub struct AppState {
     /// Connections for claims only, which commit without waiting for the
     /// WAL flush ([`crate::scheduler::claims_pool`]).
     pub claims: PgPool,
+    /// Connections for completions, with plans fixed whatever the
+    /// statistics say ([`crate::scheduler::completions_pool`]).
+    pub completions: PgPool,
     /// The configuration.
     pub config: Arc<Config>,
     /// Wakes the scheduler when capacity appears (a host registers).

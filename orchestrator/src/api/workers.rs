@@ -302,7 +302,7 @@ async fn callbacks(
         let successes: Vec<storage::runs::Success> =
             plain.iter().map(|(_, success)| success.clone()).collect();
         let finished: std::collections::HashSet<Uuid> =
-            storage::runs::succeed(&state.pool, &successes, now)
+            storage::runs::succeed(&state.completions, &successes, now)
                 .await?
                 .into_iter()
                 .collect();
@@ -426,7 +426,8 @@ async fn record_callback(
                 logs_path: callback.logs_path.clone(),
             };
             let finished =
-                storage::runs::succeed(&state.pool, std::slice::from_ref(&success), now).await?;
+                storage::runs::succeed(&state.completions, std::slice::from_ref(&success), now)
+                    .await?;
             let pipeline_run = if finished.is_empty() {
                 // A pipeline's task run, or an attempt no longer current.
                 let mut conn = state.pool.acquire().await?;

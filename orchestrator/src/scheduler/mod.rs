@@ -35,40 +35,31 @@ pub use dispatch::{
     DISPATCH_BATCH_BYTES, DISPATCH_TIMEOUT, Round, RoundReport, UNREACHABLE_BACKOFF, dispatch_round,
 };
 
-/// The session settings of the connections that claim ([`claims_pool`]).
+/// The plan settings of the connections that claim and complete runs
+/// ([`claims_pool`], [`completions_pool`]): each of those statements gets
+/// one plan, made once per connection, whatever the statistics say.
 ///
-/// - `synchronous_commit = off`: a claim is the one write on the path from
-///   enqueue to dispatch that the client has not been promised anything
-///   about, so it does not wait for its WAL flush (about 0.2 ms of the idle
-///   enqueue-to-start latency). The commit is visible to every replica at
-///   once; only its durability is deferred, by at most `wal_writer_delay`,
-///   and the next durable commit on the server (an enqueue, a heartbeat, a
-///   callback) flushes it too. If the database server crashes inside that
-///   window, the claim is undone: the run is queued again and dispatched as
-///   the same attempt number with a new token, and the lost attempt's
-///   heartbeats and callback get 409 — the same outcome as an attempt whose
-///   worker went silent. Enqueues, callbacks and every other write stay
-///   fully durable.
 /// - No sequential or bitmap scans and no hash or merge joins: the claim
 ///   has one good plan whatever the table holds, an ordered scan of the
 ///   `runs_claimable` index that stops at the batch, and primary-key
-///   lookups for the rows it updates. The statistics of a queue table are
-///   nearly always wrong (empty after install or truncation, a small queue
-///   before a burst), and with them the planner chose plans whose cost
-///   grew with the table: a bitmap scan of every queued run and a sort, to
-///   take ten (18–22 ms per claim with 10,000 queued, before the table was
-///   analyzed), or a hash join that read every run to update ten (5–6 ms
-///   with 10,000 runs, after). With these settings the same claims took
-///   0.6–1.5 ms. The settings only make the other plans look expensive, so
-///   a statement with no alternative still runs.
-/// - `plan_cache_mode = force_generic_plan`: the claim is planned once per
-///   connection, not at every execution. Left to choose, PostgreSQL kept
-///   planning it afresh each time, because the generic plan's estimate
-///   (a limit it cannot see) was higher than the custom plans', although
-///   with the settings above both are the same plan. That planning took
-///   0.4–0.8 ms of every claim, on the path of every idle enqueue-to-start.
-pub const CLAIM_SESSION_SETTINGS: &[(&str, &str)] = &[
-    ("synchronous_commit", "off"),
+///   lookups for the rows it updates; a completion looks its runs up by
+///   primary key. The statistics of a queue table are nearly always wrong
+///   (empty after install or truncation, a small queue before a burst),
+///   and with them the planner chose plans whose cost grew with the table:
+///   a bitmap scan of every queued run and a sort, to take ten (18–22 ms
+///   per claim with 10,000 queued, before the table was analyzed), or a
+///   hash join that read every run to update ten (5–6 ms with 10,000 runs,
+///   after). With these settings the same claims took 0.6–1.5 ms. The
+///   settings only make the other plans look expensive, so a statement
+///   with no alternative still runs.
+/// - `plan_cache_mode = force_generic_plan`: planned once per connection,
+///   not at every execution. Left to choose, PostgreSQL kept planning the
+///   claim afresh each time, because the generic plan's estimate (a limit
+///   it cannot see) was higher than the custom plans', although with the
+///   settings above both are the same plan. That planning took 0.4–0.8 ms
+///   of every claim, on the path of every idle enqueue-to-start, and about
+///   0.5 ms of every completion of 100 runs.
+pub const FIXED_PLAN_SETTINGS: &[(&str, &str)] = &[
     ("enable_seqscan", "off"),
     ("enable_bitmapscan", "off"),
     ("enable_hashjoin", "off"),
@@ -76,14 +67,43 @@ pub const CLAIM_SESSION_SETTINGS: &[(&str, &str)] = &[
     ("plan_cache_mode", "force_generic_plan"),
 ];
 
+/// The session settings of the connections that claim: the
+/// [`FIXED_PLAN_SETTINGS`] and `synchronous_commit = off`.
+///
+/// A claim is the one write on the path from enqueue to dispatch that the
+/// client has not been promised anything about, so it does not wait for
+/// its WAL flush (about 0.2 ms of the idle enqueue-to-start latency). The
+/// commit is visible to every replica at once; only its durability is
+/// deferred, by at most `wal_writer_delay`, and the next durable commit on
+/// the server (an enqueue, a heartbeat, a callback) flushes it too. If the
+/// database server crashes inside that window, the claim is undone: the
+/// run is queued again and dispatched as the same attempt number with a
+/// new token, and the lost attempt's heartbeats and callback get 409 — the
+/// same outcome as an attempt whose worker went silent. Enqueues,
+/// completions and every other write stay fully durable.
+pub fn claim_session_settings() -> impl Iterator<Item = (&'static str, &'static str)> {
+    std::iter::once(("synchronous_commit", "off")).chain(FIXED_PLAN_SETTINGS.iter().copied())
+}
+
 /// A pool of up to `connections` on the same database with the
-/// [`CLAIM_SESSION_SETTINGS`], for claims only.
+/// [`claim_session_settings`], for claims only.
 pub fn claims_pool(pool: &PgPool, connections: u32) -> PgPool {
-    let options = pool
-        .connect_options()
-        .as_ref()
-        .clone()
-        .options(CLAIM_SESSION_SETTINGS.iter().copied());
+    pool_with_settings(pool, connections, claim_session_settings())
+}
+
+/// A pool of up to `connections` on the same database with the
+/// [`FIXED_PLAN_SETTINGS`] and durable commits, for completions
+/// ([`storage::runs::succeed`]).
+pub fn completions_pool(pool: &PgPool, connections: u32) -> PgPool {
+    pool_with_settings(pool, connections, FIXED_PLAN_SETTINGS.iter().copied())
+}
+
+fn pool_with_settings(
+    pool: &PgPool,
+    connections: u32,
+    settings: impl IntoIterator<Item = (&'static str, &'static str)>,
+) -> PgPool {
+    let options = pool.connect_options().as_ref().clone().options(settings);
     PgPoolOptions::new()
         .max_connections(connections)
         .test_before_acquire(false)

@@ -210,6 +210,104 @@ async fn a_claim_leaves_its_target_at_most_its_capacity_running() -> Result<()> 
 }
 
 #[tokio::test]
+async fn a_batch_of_completions_gives_each_run_its_own_result_and_skips_stale_attempts()
+-> Result<()> {
+    let orchestrator =
+        with_tasks(json!([{ "id": "limited", "codeHash": "h", "concurrency": 4 }])).await?;
+    let tasks: Vec<_> = (0..8)
+        .map(|index| json!({ "taskId": "limited", "input": index }))
+        .collect();
+    orchestrator
+        .post("/api/queue/batch", &json!({ "tasks": tasks }))
+        .await?;
+    let limited = ids(&["limited"]);
+    let claimed = storage::runs::claim(
+        &orchestrator.pool,
+        &limited,
+        10,
+        Utc::now(),
+        "t",
+        ANY_CAPACITY,
+    )
+    .await?;
+    assert_eq!(claimed.len(), 4, "the task's limit");
+
+    // Reported in another order than claimed, each with its own result and
+    // log; the third carries a token that is not the attempt's.
+    let stale = claimed[2].id;
+    let successes: Vec<_> = claimed
+        .iter()
+        .rev()
+        .map(|run| storage::runs::Success {
+            run_id: run.id,
+            attempt: run.attempt,
+            attempt_token: if run.id == stale {
+                uuid::Uuid::now_v7()
+            } else {
+                run.attempt_token
+            },
+            result: json!({ "output": { "run": run.id } }),
+            logs_path: Some(format!("logs/{}", run.id)),
+        })
+        .collect();
+    let completions = pipeweave_orchestrator::scheduler::completions_pool(&orchestrator.pool, 1);
+    let finished: HashSet<_> = storage::runs::succeed(&completions, &successes, Utc::now())
+        .await?
+        .into_iter()
+        .collect();
+    let expected: HashSet<_> = claimed
+        .iter()
+        .map(|r| r.id)
+        .filter(|id| *id != stale)
+        .collect();
+    assert_eq!(finished, expected, "every current attempt, and only those");
+
+    for run in &claimed {
+        let row = storage::runs::get(&orchestrator.pool, run.id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("run {} is gone", run.id))?;
+        if run.id == stale {
+            assert_eq!(
+                row.state,
+                RunState::Running,
+                "a stale token changes nothing"
+            );
+            assert_eq!(row.result, None);
+        } else {
+            assert_eq!(row.state, RunState::Succeeded);
+            assert_eq!(row.result, Some(json!({ "output": { "run": run.id } })));
+            assert_eq!(row.logs_path, Some(format!("logs/{}", run.id)));
+        }
+    }
+    // Three of the four slots are free again (the stale one still runs).
+    let next = storage::runs::claim(
+        &orchestrator.pool,
+        &limited,
+        10,
+        Utc::now(),
+        "t",
+        ANY_CAPACITY,
+    )
+    .await?;
+    assert_eq!(
+        next.len(),
+        3,
+        "the three finished attempts freed their slots"
+    );
+    let after = storage::runs::claim(
+        &orchestrator.pool,
+        &limited,
+        10,
+        Utc::now(),
+        "t",
+        ANY_CAPACITY,
+    )
+    .await?;
+    assert!(after.is_empty(), "the task is at its limit again");
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_failed_attempt_is_retried_by_policy_until_the_run_is_dead() -> Result<()> {
     let orchestrator = with_tasks(json!([{
         "id": "flaky", "codeHash": "h", "retries": 2, "retryBackoff": "exponential", "retryDelayMs": 1000
