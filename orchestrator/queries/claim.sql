@@ -4,7 +4,7 @@
 -- See storage::runs::claim for how it honours priority, delayed runs,
 -- per-task concurrency and the target's capacity across replicas. The
 -- benchmark runs this same file under pgbench. Run it with
--- scheduler::CLAIM_SESSION_SETTINGS, which keep its plan an ordered scan of
+-- scheduler::claim_session_settings(), which keep its plan an ordered scan of
 -- runs_claimable and primary-key lookups whatever the statistics say.
 with limited as materialized (
     select id, concurrency - running_count as free
@@ -64,9 +64,12 @@ update runs set
     heartbeat_interval_ms = tasks.heartbeat_interval_ms,
     progress = null,
     progress_message = null
-from chosen
-join tasks on tasks.id = chosen.task_id
-where runs.id = chosen.id
+from tasks
+-- The claimed runs by primary key, not a join with `chosen`: a generic
+-- plan made while `runs` looked empty walked all of runs_pkey for that
+-- join, for every claim until the plan was replaced.
+where runs.id = any(array(select id from chosen))
+  and tasks.id = runs.task_id
 returning runs.id, runs.task_id, runs.attempt, runs.attempt_token as "attempt_token!",
           runs.input, runs.input_path, runs.backend_id, runs.pipeline_run_id, runs.code_version as "code_version!", runs.code_hash as "code_hash!",
           tasks.timeout_ms,

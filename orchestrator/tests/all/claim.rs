@@ -440,3 +440,102 @@ async fn a_fatal_error_ends_the_run_without_retries() -> Result<()> {
     );
     Ok(())
 }
+
+/// Every node of a JSON plan, depth first.
+fn plan_nodes(plan: &serde_json::Value) -> Vec<&serde_json::Value> {
+    let mut nodes = vec![plan];
+    if let Some(children) = plan["Plans"].as_array() {
+        for child in children {
+            nodes.extend(plan_nodes(child));
+        }
+    }
+    nodes
+}
+
+/// The generic plan the fixed-plan settings give `sql` (with `types` for
+/// its parameters, and `arguments` to explain it with), as the scheduler's
+/// and the callbacks' connections would cache it.
+async fn generic_plan(
+    pool: &sqlx::PgPool,
+    sql: &str,
+    types: &str,
+    arguments: &str,
+) -> Result<serde_json::Value> {
+    let mut conn = pool.acquire().await?;
+    // The text is this repository's own statements and literals.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "prepare statement_under_test ({types}) as {sql}"
+    )))
+    .execute(&mut *conn)
+    .await?;
+    let (plan,): (serde_json::Value,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "explain (format json) execute statement_under_test ({arguments})"
+    )))
+    .fetch_one(&mut *conn)
+    .await?;
+    sqlx::raw_sql("deallocate statement_under_test")
+        .execute(&mut *conn)
+        .await?;
+    Ok(plan[0]["Plan"].clone())
+}
+
+#[tokio::test]
+async fn claims_and_completions_keep_index_plans_when_runs_looked_empty() -> Result<()> {
+    let orchestrator = with_tasks(json!([{ "id": "work", "codeHash": "h" }])).await?;
+    // The statistics of a fresh install: `runs` analyzed while empty, the
+    // state in which a generic plan of a join once scanned every run.
+    sqlx::raw_sql("vacuum analyze runs")
+        .execute(&orchestrator.pool)
+        .await?;
+    let statement = |text: &str| {
+        text.lines()
+            .filter(|line| !line.trim_start().starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .replace(['"'], "")
+            .replace(" as attempt_token!", " as attempt_token")
+            .replace(" as code_version!", " as code_version")
+            .replace(" as code_hash!", " as code_hash")
+            .replace(" as declares_secrets!", " as declares_secrets")
+            .trim_end()
+            .trim_end_matches(';')
+            .to_owned()
+    };
+
+    let completions = pipeweave_orchestrator::scheduler::completions_pool(&orchestrator.pool, 1);
+    let succeed = generic_plan(
+        &completions,
+        &statement(include_str!("../../queries/succeed.sql")),
+        "uuid[], integer[], uuid[], jsonb[], timestamptz, text[]",
+        "'{}', '{}', '{}', '{}', now(), '{}'",
+    )
+    .await?;
+    let claims = pipeweave_orchestrator::scheduler::claims_pool(&orchestrator.pool, 1);
+    let claim = generic_plan(
+        &claims,
+        &statement(include_str!("../../queries/claim.sql")),
+        "text[], bigint, timestamptz, text, bigint",
+        "'{work}', 100, now(), 't', 1000",
+    )
+    .await?;
+
+    for (name, plan) in [("succeed.sql", &succeed), ("claim.sql", &claim)] {
+        let runs: Vec<_> = plan_nodes(plan)
+            .into_iter()
+            .filter(|node| node["Relation Name"] == "runs")
+            .collect();
+        assert!(!runs.is_empty(), "{name} reads runs: {plan:#}");
+        for node in runs {
+            assert!(
+                node["Node Type"] != "Seq Scan" && node["Node Type"] != "Bitmap Heap Scan",
+                "{name} scans the table: {plan:#}"
+            );
+            // An index scan with no condition walks every entry.
+            assert!(
+                node["Index Cond"].is_string() || node["Node Type"] == "ModifyTable",
+                "{name} walks a whole index of runs: {node:#}\nin {plan:#}"
+            );
+        }
+    }
+    Ok(())
+}
