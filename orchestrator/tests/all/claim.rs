@@ -492,7 +492,7 @@ async fn claims_and_completions_keep_index_plans_when_runs_looked_empty() -> Res
             .filter(|line| !line.trim_start().starts_with("--"))
             .collect::<Vec<_>>()
             .join("\n")
-            .replace(['"'], "")
+            .replace('"', "")
             .replace(" as attempt_token!", " as attempt_token")
             .replace(" as code_version!", " as code_version")
             .replace(" as code_hash!", " as code_hash")
