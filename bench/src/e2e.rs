@@ -569,15 +569,15 @@ struct Ticks {
 
 impl Watched {
     fn ticks(&self) -> anyhow::Result<Ticks> {
-        let own = |pid: Option<u32>| -> std::io::Result<u64> {
-            pid.map_or(Ok(0), |pid| Ok(CpuTime::of(pid)?.own_ticks))
-        };
         let client = CpuTime::of(std::process::id())?;
         Ok(Ticks {
             postgres: CpuTime::of_family(self.postmaster)?,
-            orchestrator: own(self.orchestrator)?,
+            orchestrator: match self.orchestrator {
+                Some(pid) => CpuTime::of(pid)?.own_ticks,
+                None => 0,
+            },
             worker: match self.worker {
-                Some(_) => own(self.worker)?,
+                Some(pid) => CpuTime::of(pid)?.own_ticks,
                 None => client.reaped_children_ticks,
             },
             client: client.own_ticks,

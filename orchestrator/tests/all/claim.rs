@@ -221,15 +221,17 @@ async fn a_batch_of_completions_gives_each_run_its_own_result_and_skips_stale_at
         .post("/api/queue/batch", &json!({ "tasks": tasks }))
         .await?;
     let limited = ids(&["limited"]);
-    let claimed = storage::runs::claim(
-        &orchestrator.pool,
-        &limited,
-        10,
-        Utc::now(),
-        "t",
-        ANY_CAPACITY,
-    )
-    .await?;
+    let claim = || {
+        storage::runs::claim(
+            &orchestrator.pool,
+            &limited,
+            10,
+            Utc::now(),
+            "t",
+            ANY_CAPACITY,
+        )
+    };
+    let claimed = claim().await?;
     assert_eq!(claimed.len(), 4, "the task's limit");
 
     // Reported in another order than claimed, each with its own result and
@@ -280,29 +282,13 @@ async fn a_batch_of_completions_gives_each_run_its_own_result_and_skips_stale_at
         }
     }
     // Three of the four slots are free again (the stale one still runs).
-    let next = storage::runs::claim(
-        &orchestrator.pool,
-        &limited,
-        10,
-        Utc::now(),
-        "t",
-        ANY_CAPACITY,
-    )
-    .await?;
+    let next = claim().await?;
     assert_eq!(
         next.len(),
         3,
         "the three finished attempts freed their slots"
     );
-    let after = storage::runs::claim(
-        &orchestrator.pool,
-        &limited,
-        10,
-        Utc::now(),
-        "t",
-        ANY_CAPACITY,
-    )
-    .await?;
+    let after = claim().await?;
     assert!(after.is_empty(), "the task is at its limit again");
     Ok(())
 }
