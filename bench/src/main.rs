@@ -40,10 +40,13 @@
 //! - `peers`: graphile-worker and pg-boss, installed with npm and driven by
 //!   `bench/peers/*.mjs`.
 //! - `pgbench`: the pgbench script built from the orchestrator's SQL.
+//! - `floor`: the floor of a durable queue, a minimal lock + delete queue
+//!   drained by pgbench in the queue scenario's rounds.
 //! - `stats`: medians, percentiles, table lines, the machine description.
 
 mod data;
 mod e2e;
+mod floor;
 mod peers;
 mod pgbench;
 mod queue;
@@ -300,11 +303,13 @@ fn main() -> anyhow::Result<()> {
                 Some(install_peers(args.peers_dir.as_ref())?)
             };
             let mut summary = Vec::new();
+            let mut all_rows = Vec::new();
             // Each scenario's rows are appended as soon as it ends, so they
             // are kept even if a later one fails.
             let mut keep = |outcome: Outcome| -> anyhow::Result<()> {
                 append_results(&args.results, &outcome.rows)?;
                 summary.extend(outcome.summary);
+                all_rows.extend(outcome.rows);
                 Ok(())
             };
             keep(sandbox(rounds, sandbox_runs, sandbox_throughput_runs, 16)?)?;
@@ -326,6 +331,7 @@ fn main() -> anyhow::Result<()> {
             if data_bytes > 0 {
                 keep(data::data(rounds, data_bytes)?)?;
             }
+            summary.extend(e2e_ceiling(&all_rows));
             let base = machine();
             println!(
                 "\nall: every scenario, {rounds} rounds each; {} on {} ({} cores), load average {}, commit {}{}\n",
@@ -516,6 +522,49 @@ fn sandbox(
     Ok(Outcome { rows, summary })
 }
 
+/// The end-to-end ceiling that the parts measured in one `all` run allow:
+/// per run, the queue's own SQL at its fastest (pgbench, most clients:
+/// claim and succeed, no HTTP, no orchestrator) plus one sandbox (the
+/// sandbox scenario's throughput), each the time of the whole machine, so
+/// `1 / (1 / pgbench + 1 / sandbox)` runs per second. Orchestrator, host
+/// and HTTP cost nothing in it, so no end-to-end drain can beat it; below
+/// graphile-worker tuned's end-to-end rate, it shows the target out of
+/// reach for this queue SQL. Rounds are paired by number across the
+/// scenarios of the run.
+fn e2e_ceiling(rows: &[Value]) -> Vec<Line> {
+    let per_round = |scenario: &str, field: &str| -> Vec<f64> {
+        rows.iter()
+            .filter(|row| row["scenario"] == scenario)
+            .filter_map(|row| row[field].as_f64())
+            .collect()
+    };
+    let pgbench = per_round("queue", "pgbenchRunsPerSec");
+    let sandbox = per_round("sandbox", "tasksPerSec");
+    let graphile = per_round("e2e", "graphileTunedJobsPerSec");
+    let ceiling: Vec<f64> = pgbench
+        .iter()
+        .zip(&sandbox)
+        .map(|(pgbench, sandbox)| 1.0 / (1.0 / pgbench + 1.0 / sandbox))
+        .collect();
+    if ceiling.is_empty() {
+        return Vec::new();
+    }
+    let mut lines = vec![Line::new(
+        "e2e ceiling: queue SQL (pgbench) + one sandbox per run, whole machine (runs/s)",
+        &ceiling,
+        0,
+    )];
+    if !graphile.is_empty() {
+        let ratios: Vec<f64> = ceiling.iter().zip(&graphile).map(|(c, g)| c / g).collect();
+        lines.push(Line::new(
+            "ratio e2e ceiling / graphile-worker tuned end to end",
+            &ratios,
+            2,
+        ));
+    }
+    lines
+}
+
 fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
@@ -543,5 +592,20 @@ mod tests {
     #[test]
     fn the_command_line_has_no_clashing_arguments() {
         super::Args::command().debug_assert();
+    }
+
+    #[test]
+    fn the_e2e_ceiling_adds_the_queue_sql_and_the_sandbox_per_run() {
+        let rows = [
+            serde_json::json!({"scenario": "queue", "pgbenchRunsPerSec": 40_000.0}),
+            serde_json::json!({"scenario": "sandbox", "tasksPerSec": 120_000.0}),
+            serde_json::json!({"scenario": "e2e", "graphileTunedJobsPerSec": 40_000.0}),
+        ];
+        let lines = super::e2e_ceiling(&rows);
+        assert_eq!(lines.len(), 2);
+        // 25 µs of SQL and 8.3 µs of sandbox per run: 30,000 runs/s.
+        assert!((lines[0].spread.median - 30_000.0).abs() < 1e-6);
+        assert!((lines[1].spread.median - 0.75).abs() < 1e-9);
+        assert!(super::e2e_ceiling(&rows[1..]).is_empty());
     }
 }

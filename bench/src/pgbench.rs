@@ -239,10 +239,11 @@ fn parse(report: &str) -> anyhow::Result<Outcome> {
     })
 }
 
-/// Writes the script to a file of its own in the temporary directory.
-pub(crate) fn write_script(text: &str) -> anyhow::Result<PathBuf> {
+/// Writes a script to a file of its own in the temporary directory, named
+/// after `name` and this process.
+pub(crate) fn write_script(name: &str, text: &str) -> anyhow::Result<PathBuf> {
     let path = std::env::temp_dir().join(format!(
-        "pipeweave-bench-queue-{}.pgbench.sql",
+        "pipeweave-bench-{name}-{}.pgbench.sql",
         std::process::id()
     ));
     std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;

@@ -28,6 +28,10 @@
 //!   each drain the same number of no-op jobs in a fresh database of the
 //!   same cluster (graphile-worker's default configuration a twentieth of
 //!   them: it completes about 200 jobs/s, one at a time).
+//! - **Floor**, each round after the drains: pgbench drains the same number
+//!   of jobs (rounded to whole batches) from the smallest durable queue,
+//!   at the most clients, in batches of 100 and of 500 (`crate::floor`):
+//!   how far any queue that survives a worker crash could go here.
 //! - **Latency**, each round: an orchestrator in this process (standalone,
 //!   poll interval 1 s, so wake-ups come from LISTEN/NOTIFY) dispatches to
 //!   a plain HTTP worker in this process, which notes the instant each
@@ -64,8 +68,8 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::peers::{self, Mode as PeerMode, Peer, Peers};
-use crate::pgbench;
 use crate::stats::{Line, Outcome, machine, percentile, print_lines};
+use crate::{floor, pgbench};
 
 /// The task every run belongs to.
 pub(crate) const TASK: &str = "noop";
@@ -190,11 +194,21 @@ struct PeerLatency {
     max: f64,
 }
 
+/// One drain of the durable queue floor (`crate::floor`) at the most
+/// clients.
+#[derive(Debug, Clone, Copy)]
+struct Floor {
+    batch: i64,
+    /// Jobs locked and deleted per second.
+    rate: f64,
+}
+
 /// Everything one round measured.
 #[derive(Debug, Clone)]
 struct Round {
     drained: Vec<Drained>,
     peers: Vec<PeerDrained>,
+    floors: Vec<Floor>,
     latency: Latency,
     peer_latency: Vec<PeerLatency>,
 }
@@ -211,6 +225,21 @@ impl Round {
     fn peer_latency(&self, peer: Peer) -> Option<&PeerLatency> {
         self.peer_latency.iter().find(|p| p.peer == peer)
     }
+
+    fn floor(&self, batch: i64) -> Option<&Floor> {
+        self.floors.iter().find(|f| f.batch == batch)
+    }
+}
+
+/// `items` starting at `round` modulo their number, so that consecutive
+/// rounds run them in different orders.
+fn rotated<T>(items: &[T], round: usize) -> impl Iterator<Item = &T> {
+    let start = if items.is_empty() {
+        0
+    } else {
+        round % items.len()
+    };
+    items[start..].iter().chain(&items[..start])
 }
 
 /// The queue scenario: returns the raw rows and the summary.
@@ -292,6 +321,17 @@ pub(crate) fn queue(rounds: usize, settings: &Settings) -> anyhow::Result<Outcom
                 .collect::<Vec<_>>()
         );
         let l = &round.latency;
+        row["floor"] = json!(
+            round
+                .floors
+                .iter()
+                .map(|f| json!({
+                    "batch": f.batch,
+                    "clients": top,
+                    "jobsPerSec": f.rate,
+                }))
+                .collect::<Vec<_>>()
+        );
         row["latencyP50Ms"] = json!(millis(l.p50));
         row["latencyP99Ms"] = json!(millis(l.p99));
         row["latencyMaxMs"] = json!(millis(l.max));
@@ -335,10 +375,18 @@ async fn measure(
     let server_version: String = sqlx::query_scalar("show server_version")
         .fetch_one(&admin)
         .await?;
-    let script = pgbench::write_script(&pgbench::script(settings.batch)?)?;
+    let script = pgbench::write_script("queue", &pgbench::script(settings.batch)?)?;
+    let mut floor_scripts = Vec::new();
+    for batch in floor::BATCHES {
+        floor_scripts.push((
+            batch,
+            pgbench::write_script(&format!("floor-{batch}"), &floor::script(batch))?,
+        ));
+    }
     let result = async {
         let mut all_drained = Vec::new();
         let mut all_peers = Vec::new();
+        let mut all_floors = Vec::new();
         for round in 0..rounds {
             let peers_first = round % 2 == 0;
             let mut peers = Vec::new();
@@ -373,8 +421,27 @@ async fn measure(
             if !peers_first {
                 peers = peer_throughput(cluster, &admin, settings, round).await?;
             }
+            let mut floors = Vec::new();
+            let top = settings.top_clients();
+            // Each batch size in one order in odd rounds, the other in even.
+            for (batch, floor_script) in rotated(&floor_scripts, round) {
+                let name = format!("bench_floor_{batch}_{}", round + 1);
+                let jobs = settings.runs.div_ceil(*batch as usize * top) * *batch as usize * top;
+                let rate =
+                    floor::drain(cluster, &admin, &name, floor_script, jobs, *batch, top).await?;
+                eprintln!(
+                    "throughput round {}: minimal durable queue, batch {batch}, {top} clients: {rate:.0} jobs/s",
+                    round + 1
+                );
+                floors.push(Floor {
+                    batch: *batch,
+                    rate,
+                });
+            }
+            floors.sort_by_key(|f| f.batch);
             all_drained.push(drained);
             all_peers.push(peers);
+            all_floors.push(floors);
         }
         if settings.explain {
             explain(cluster, &admin, settings).await?;
@@ -383,10 +450,12 @@ async fn measure(
         let measured: Vec<Round> = all_drained
             .into_iter()
             .zip(all_peers)
+            .zip(all_floors)
             .zip(latencies)
-            .map(|((drained, peers), (latency, peer_latency))| Round {
+            .map(|(((drained, peers), floors), (latency, peer_latency))| Round {
                 drained,
                 peers,
+                floors,
                 latency,
                 peer_latency,
             })
@@ -395,6 +464,9 @@ async fn measure(
     }
     .await;
     let _ = std::fs::remove_file(&script);
+    for (_, floor_script) in &floor_scripts {
+        let _ = std::fs::remove_file(floor_script);
+    }
     admin.close().await;
     Ok((server_version, result?))
 }
@@ -1120,6 +1192,34 @@ fn summary(settings: &Settings, rounds: &[Round]) -> Vec<Line> {
         } else {
             ratio
         });
+    }
+    for batch in floor::BATCHES {
+        let rates = each(&|r| r.floor(batch).map(|f| f.rate));
+        if rates.is_empty() {
+            continue;
+        }
+        lines.push(Line::new(
+            format!("minimal durable queue (lock + delete), batch {batch}, {top} clients (jobs/s)"),
+            &rates,
+            0,
+        ));
+        if batch == settings.batch {
+            lines.push(Line::new(
+                format!("ratio PipeWeave / minimal queue, batch {batch} (same round)"),
+                &each(&|r| Some(r.at(top)?.pipeweave / r.floor(batch)?.rate)),
+                2,
+            ));
+        }
+        if !each(&|r| r.peer(Peer::GraphileTuned).map(|p| p.rate)).is_empty() {
+            lines.push(Line::new(
+                format!(
+                    "ratio minimal queue, batch {batch} / {} (same round)",
+                    Peer::GraphileTuned.name()
+                ),
+                &each(&|r| Some(r.floor(batch)?.rate / r.peer(Peer::GraphileTuned)?.rate)),
+                2,
+            ));
+        }
     }
     let ms = |f: fn(&Latency) -> Duration| each(&|r| Some(millis(f(&r.latency))));
     lines.push(
