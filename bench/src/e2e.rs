@@ -59,7 +59,7 @@ use sqlx::postgres::PgPoolOptions;
 
 use crate::data::{SECRET, build_pipeweave};
 use crate::peers::{self, Mode as PeerMode, Peer, Peers};
-use crate::queue::{drop_peer_database, peer_database};
+use crate::queue::{drop_empty_database, empty_database};
 use crate::stats::{Line, Outcome, machine, percentile, print_lines};
 
 /// Runs per `POST /api/queue/batch`.
@@ -310,7 +310,7 @@ async fn pipeline(
     scratch: &Path,
     name: &str,
 ) -> anyhow::Result<Pipeline> {
-    peer_database(admin, name).await?;
+    empty_database(admin, name).await?;
     let storage = scratch.join(format!("{name}-storage"));
     let mut command = logged(
         pipeweave,
@@ -525,7 +525,7 @@ async fn peer(
         return Ok(None);
     };
     let name = format!("bench_e2e_peer_{}", round + 1);
-    peer_database(admin, &name).await?;
+    empty_database(admin, &name).await?;
     let mode = PeerMode::Throughput {
         jobs: settings.runs,
         chunk: BATCH_REQUEST,
@@ -543,7 +543,7 @@ async fn peer(
     let figures =
         tokio::task::block_in_place(|| installed.measure(Peer::GraphileTuned, &mode, &url));
     let cpu = CpuPerRun::between(before, watched.ticks()?, settings.runs);
-    drop_peer_database(admin, &name).await?;
+    drop_empty_database(admin, &name).await?;
     Ok(Some((peers::figure(&figures?, "jobsPerSec")?, cpu)))
 }
 

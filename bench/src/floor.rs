@@ -31,7 +31,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
 use crate::pgbench;
-use crate::queue::settle;
+use crate::queue::{drop_empty_database, empty_database, settle};
 
 /// Batch sizes of the floor: PipeWeave's default claim batch and
 /// graphile-worker tuned's `localQueue` size.
@@ -78,14 +78,7 @@ pub(crate) async fn drain(
     if jobs == 0 || !jobs.is_multiple_of(per_transaction) {
         bail!("{jobs} jobs are not a whole number of batches of {batch} for {clients} clients");
     }
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "drop database if exists {name} with (force)"
-    )))
-    .execute(admin)
-    .await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
-        .execute(admin)
-        .await?;
+    empty_database(admin, name).await?;
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .connect(&cluster.url(name))
@@ -125,11 +118,7 @@ pub(crate) async fn drain(
     }
     .await;
     pool.close().await;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "drop database if exists {name} with (force)"
-    )))
-    .execute(admin)
-    .await?;
+    drop_empty_database(admin, name).await?;
     drained
 }
 

@@ -471,9 +471,9 @@ async fn measure(
     Ok((server_version, result?))
 }
 
-/// Drops and creates database `name`, empty (a peer creates its own
-/// schema; an orchestrator migrates its own).
-pub(crate) async fn peer_database(admin: &PgPool, name: &str) -> anyhow::Result<()> {
+/// Drops and creates database `name`, empty (a peer or the minimal queue
+/// creates its own schema; an orchestrator migrates its own).
+pub(crate) async fn empty_database(admin: &PgPool, name: &str) -> anyhow::Result<()> {
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "drop database if exists {name} with (force)"
     )))
@@ -485,7 +485,8 @@ pub(crate) async fn peer_database(admin: &PgPool, name: &str) -> anyhow::Result<
     Ok(())
 }
 
-pub(crate) async fn drop_peer_database(admin: &PgPool, name: &str) -> anyhow::Result<()> {
+/// Drops database `name`, closing its connections.
+pub(crate) async fn drop_empty_database(admin: &PgPool, name: &str) -> anyhow::Result<()> {
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "drop database if exists {name} with (force)"
     )))
@@ -515,7 +516,7 @@ async fn peer_throughput(
             Peer::GraphileTuned | Peer::PgBoss => settings.runs,
         };
         let name = format!("bench_peer_{}_{}", peer.key().to_lowercase(), round + 1);
-        peer_database(admin, &name).await?;
+        empty_database(admin, &name).await?;
         let mode = PeerMode::Throughput {
             jobs,
             chunk: ENQUEUE_CHUNK,
@@ -524,7 +525,7 @@ async fn peer_throughput(
         };
         let url = cluster.url(&name);
         let figures = tokio::task::block_in_place(|| installed.measure(peer, &mode, &url));
-        drop_peer_database(admin, &name).await?;
+        drop_empty_database(admin, &name).await?;
         let figures = figures?;
         let p = PeerDrained {
             peer,
@@ -561,7 +562,7 @@ async fn peer_latency(
     let mut measured = Vec::new();
     for peer in order {
         let name = format!("bench_peer_latency_{}", peer.key().to_lowercase());
-        peer_database(admin, &name).await?;
+        empty_database(admin, &name).await?;
         let mode = PeerMode::Latency {
             runs: settings.latency_runs,
             warmup: LATENCY_WARMUP,
@@ -569,7 +570,7 @@ async fn peer_latency(
         };
         let url = cluster.url(&name);
         let figures = tokio::task::block_in_place(|| installed.measure(peer, &mode, &url));
-        drop_peer_database(admin, &name).await?;
+        drop_empty_database(admin, &name).await?;
         let figures = figures?;
         let p = PeerLatency {
             peer,
