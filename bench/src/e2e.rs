@@ -8,7 +8,8 @@
 //!
 //! - **WASM**: the release `pipeweave` binary as `pipeweave orchestrator`
 //!   and `pipeweave host` (its default capacity, one attempt per core,
-//!   unless `--host-capacity`), with `examples/noop` registered by
+//!   unless `--host-capacity`; no prefetch unless `--host-prefetch`), with
+//!   `examples/noop` registered by
 //!   `pipeweave register`. Each run goes orchestrator → host over HTTP →
 //!   sandbox → callback.
 //! - **Plain HTTP worker**: another `pipeweave orchestrator` and the Python
@@ -82,6 +83,8 @@ pub(crate) struct Settings {
     pub(crate) pause: Duration,
     /// `pipeweave host --capacity`; its default when `None`.
     pub(crate) host_capacity: Option<usize>,
+    /// `pipeweave host --prefetch`.
+    pub(crate) host_prefetch: usize,
     /// graphile-worker tuned in the same rounds, if installed.
     pub(crate) peers: Option<Peers>,
     /// Load `pg_stat_statements` and report, for each drain, the
@@ -175,6 +178,10 @@ pub(crate) fn e2e(rounds: usize, settings: &Settings) -> anyhow::Result<Outcome>
     let capacity = settings
         .host_capacity
         .map_or_else(|| format!("{cores} (default)"), |c| c.to_string());
+    let capacity = match settings.host_prefetch {
+        0 => capacity,
+        prefetch => format!("{capacity}, prefetch {prefetch}"),
+    };
     let mut summary = vec![
         Line::new(
             format!(
@@ -274,6 +281,7 @@ pub(crate) fn e2e(rounds: usize, settings: &Settings) -> anyhow::Result<Outcome>
             "runs": settings.runs,
             "batchRequest": BATCH_REQUEST,
             "hostCapacity": settings.host_capacity,
+            "hostPrefetch": settings.host_prefetch,
             "hostLog": HOST_LOG,
             "threads": cores,
             "latencyRuns": settings.latency_runs,
@@ -359,6 +367,7 @@ async fn run(
     );
     let host_log = scratch.join("host.log");
     let capacity = settings.host_capacity.map(|c| c.to_string());
+    let prefetch = settings.host_prefetch.to_string();
     let mut args = vec![
         "host",
         "--orchestrator",
@@ -367,6 +376,8 @@ async fn run(
         "127.0.0.1:0",
         "--host-id",
         "bench-e2e",
+        "--prefetch",
+        &prefetch,
     ];
     if let Some(capacity) = &capacity {
         args.extend(["--capacity", capacity]);

@@ -191,6 +191,10 @@ struct E2eArgs {
     /// `pipeweave host --capacity` (default: the host's own, one per core).
     #[arg(long)]
     host_capacity: Option<usize>,
+    /// `pipeweave host --prefetch`: dispatches the host holds beyond its
+    /// capacity.
+    #[arg(long, default_value_t = 0)]
+    host_prefetch: usize,
     /// Run graphile-worker tuned in the same rounds (always in `all`
     /// unless --no-peers).
     #[arg(long)]
@@ -226,6 +230,7 @@ fn e2e_settings(args: &E2eArgs, peers: Option<Peers>) -> e2e::Settings {
         latency_runs: args.e2e_latency_runs,
         pause: Duration::from_millis(5),
         host_capacity: args.host_capacity,
+        host_prefetch: args.host_prefetch,
         peers,
         statements: args.statements,
     }

@@ -12,7 +12,9 @@
 //!    carrying the latest progress; an answer
 //!    that the attempt was cancelled or superseded interrupts the guest;
 //! 2. waits for one of its `capacity` slots; attempts beyond capacity
-//!    queue here, still heartbeating;
+//!    (those it registered to `prefetch`, and any surplus) queue here,
+//!    still heartbeating, and one that waited a second or more reports
+//!    its real start with a heartbeat (`started`) before it runs;
 //! 3. fetches the module by code hash the first time (`GET
 //!    /api/modules/{codeHash}`, checked against the hash), after which the
 //!    runner's compiled cache serves it;
@@ -74,6 +76,9 @@ pub struct ServerConfig {
     pub host_id: String,
     /// Attempts run at once.
     pub capacity: usize,
+    /// Dispatches accepted beyond `capacity` and held until a slot frees
+    /// (`HostRegistration::prefetch`).
+    pub prefetch: usize,
     /// The orchestrator's API key (`PIPEWEAVE_API_KEY`), if it requires
     /// one: the host's registration is a write.
     pub api_key: Option<String>,
@@ -202,6 +207,7 @@ async fn ping_loop(host: Arc<Host>) {
         host_id: host.config.host_id.clone(),
         url: host.config.public_url.clone(),
         capacity: u32::try_from(host.config.capacity).unwrap_or(u32::MAX),
+        prefetch: u32::try_from(host.config.prefetch).unwrap_or(u32::MAX),
     };
     let url = format!("{}/api/hosts", host.config.orchestrator_url);
     let mut registered = false;
@@ -395,6 +401,7 @@ async fn run_attempt(host: Arc<Host>, dispatch: Dispatch) {
         abandoned: abandoned.clone(),
     };
     let _registered = InFlightGuard::register(&host, &dispatch, in_flight.clone());
+    let attempt = in_flight.clone();
     let heartbeats = tokio::spawn(heartbeat_loop(
         host.clone(),
         dispatch.clone(),
@@ -407,7 +414,7 @@ async fn run_attempt(host: Arc<Host>, dispatch: Dispatch) {
         events.clone(),
     ));
     let callback = {
-        let _slot = host.slots.acquire().await;
+        let _slot = take_slot(&host, &dispatch, &attempt).await;
         if cancel.is_cancelled() {
             None
         } else {
@@ -463,6 +470,101 @@ impl Drop for InFlightGuard {
     }
 }
 
+/// Waits for one of the host's slots; `None` if the attempt is cancelled
+/// first (it then frees its place at once, not when a slot frees). An
+/// attempt that waited at least [`START_REPORT_AFTER`] (the host holds
+/// dispatches beyond its capacity when it registered a `prefetch`, and
+/// queues any surplus) first tells the orchestrator that it starts now, so
+/// that its timeout counts from here; if the orchestrator has given up on
+/// it meanwhile, it is abandoned and does not run.
+async fn take_slot<'a>(
+    host: &'a Host,
+    dispatch: &Dispatch,
+    attempt: &InFlight,
+) -> Option<tokio::sync::SemaphorePermit<'a>> {
+    if let Ok(slot) = host.slots.try_acquire() {
+        return Some(slot);
+    }
+    let waiting_since = std::time::Instant::now();
+    let slot = tokio::select! {
+        slot = host.slots.acquire() => slot.ok(),
+        () = attempt.cancel.cancelled() => return None,
+    };
+    let waited = waiting_since.elapsed();
+    if waited >= START_REPORT_AFTER {
+        tracing::debug!(run_id = %dispatch.run_id, attempt = dispatch.attempt, waited_ms = waited.as_millis(), "held attempt starts; reporting its start");
+        let beat = Heartbeat {
+            started: true,
+            ..heartbeat_of(dispatch, None)
+        };
+        send_heartbeat(host, dispatch, attempt, &beat).await;
+    }
+    slot
+}
+
+/// How long a held attempt waits before its start is worth reporting.
+const START_REPORT_AFTER: Duration =
+    Duration::from_millis(pipeweave_protocol::wire::START_REPORT_AFTER_MS);
+
+/// A heartbeat of `dispatch`'s attempt with the latest progress, if any.
+fn heartbeat_of(dispatch: &Dispatch, latest: Option<(u8, Option<String>)>) -> Heartbeat {
+    Heartbeat {
+        run_id: dispatch.run_id.clone(),
+        attempt: dispatch.attempt,
+        attempt_token: Some(dispatch.attempt_token.clone()),
+        progress: latest.as_ref().map(|(percent, _)| *percent),
+        message: latest.and_then(|(_, message)| message),
+        started: false,
+    }
+}
+
+/// Sends one heartbeat and acts on the answer; returns whether the attempt
+/// is still wanted (false: it was cancelled or superseded, and is now
+/// abandoned).
+async fn send_heartbeat(
+    host: &Host,
+    dispatch: &Dispatch,
+    attempt: &InFlight,
+    beat: &Heartbeat,
+) -> bool {
+    match host
+        .http
+        .post(&dispatch.heartbeat_url)
+        .json(beat)
+        .send()
+        .await
+    {
+        Ok(response)
+            if response.status() == StatusCode::CONFLICT
+                || response.status() == StatusCode::NOT_FOUND =>
+        {
+            tracing::info!(run_id = %dispatch.run_id, attempt = dispatch.attempt, "attempt superseded; interrupting it");
+            attempt.abandon();
+            false
+        }
+        Ok(response) if response.status().is_success() => {
+            if response
+                .json::<HeartbeatResponse>()
+                .await
+                .is_ok_and(|answer| answer.cancel)
+            {
+                tracing::info!(run_id = %dispatch.run_id, "attempt cancelled by the orchestrator");
+                attempt.abandon();
+                return false;
+            }
+            true
+        }
+        Ok(response) => {
+            tracing::warn!(run_id = %dispatch.run_id, status = %response.status(), "heartbeat refused");
+            true
+        }
+        Err(error) => {
+            tracing::warn!(run_id = %dispatch.run_id, "heartbeat failed: {error}");
+            true
+        }
+    }
+}
+
 async fn heartbeat_loop(
     host: Arc<Host>,
     dispatch: Dispatch,
@@ -477,43 +579,8 @@ async fn heartbeat_loop(
         // heartbeat at all.
         tokio::time::sleep(interval).await;
         let latest = events.progress.lock().ok().and_then(|p| p.clone());
-        let beat = Heartbeat {
-            run_id: dispatch.run_id.clone(),
-            attempt: dispatch.attempt,
-            attempt_token: Some(dispatch.attempt_token.clone()),
-            progress: latest.as_ref().map(|(percent, _)| *percent),
-            message: latest.and_then(|(_, message)| message),
-        };
-        match host
-            .http
-            .post(&dispatch.heartbeat_url)
-            .json(&beat)
-            .send()
-            .await
-        {
-            Ok(response)
-                if response.status() == StatusCode::CONFLICT
-                    || response.status() == StatusCode::NOT_FOUND =>
-            {
-                tracing::info!(run_id = %dispatch.run_id, attempt = dispatch.attempt, "attempt superseded; interrupting it");
-                attempt.abandon();
-                return;
-            }
-            Ok(response) if response.status().is_success() => {
-                if response
-                    .json::<HeartbeatResponse>()
-                    .await
-                    .is_ok_and(|answer| answer.cancel)
-                {
-                    tracing::info!(run_id = %dispatch.run_id, "attempt cancelled by the orchestrator");
-                    attempt.abandon();
-                    return;
-                }
-            }
-            Ok(response) => {
-                tracing::warn!(run_id = %dispatch.run_id, status = %response.status(), "heartbeat refused")
-            }
-            Err(error) => tracing::warn!(run_id = %dispatch.run_id, "heartbeat failed: {error}"),
+        if !send_heartbeat(&host, &dispatch, &attempt, &heartbeat_of(&dispatch, latest)).await {
+            return;
         }
     }
 }

@@ -305,7 +305,21 @@ pub struct Heartbeat {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(max_length = 1000))]
     pub message: Option<String>,
+    /// The attempt waited on its host for a free slot (see
+    /// [`HostRegistration::prefetch`]) and starts running now: the
+    /// orchestrator counts the attempt's timeout from this heartbeat
+    /// instead of from the claim. A host sends it once, and only after a
+    /// wait of at least [`START_REPORT_AFTER_MS`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub started: bool,
 }
+
+/// How long an attempt must have waited on its host for a slot before the
+/// host reports its real start ([`Heartbeat::started`]). Shorter waits are
+/// covered by the grace the orchestrator gives an attempt past its
+/// deadline, which must stay longer than this, so most attempts of a busy
+/// host cost no extra request.
+pub const START_REPORT_AFTER_MS: u64 = 1_000;
 
 /// The answer to a heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -504,10 +518,19 @@ pub struct HostRegistration {
     /// at a time at `POST {url}/tasks/{taskId}`).
     #[cfg_attr(feature = "openapi", schema(pattern = "^https?://"))]
     pub url: String,
-    /// How many attempts it runs at once; the orchestrator sends about that
-    /// many and the host queues any surplus.
+    /// How many attempts it runs at once.
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 2147483647))]
     pub capacity: u32,
+    /// How many more dispatches it accepts and holds until one of its
+    /// `capacity` slots frees (0, the default: none). The orchestrator
+    /// sends up to `capacity + prefetch` attempts; the held ones count as
+    /// running, heartbeat from their dispatch on, and start the moment a
+    /// slot frees instead of a whole claim–dispatch round trip later. An
+    /// attempt held longer than [`START_REPORT_AFTER_MS`] reports its real
+    /// start ([`Heartbeat::started`]) so that its timeout counts from then.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(maximum = 2147483647))]
+    pub prefetch: u32,
 }
 
 /// The answer to a host registration.

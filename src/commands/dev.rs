@@ -426,6 +426,7 @@ async fn serve(
         public_url: format!("http://{host_address}"),
         host_id: "dev-host".into(),
         capacity,
+        prefetch: 0,
         // The dev orchestrator is private and has no API key.
         api_key: None,
         secret_key,

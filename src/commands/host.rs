@@ -21,6 +21,9 @@ Examples:
                                      reachable from other machines
   pipeweave host --secrets-dir /run/secrets
                                      tasks get the secrets they declare from a mounted directory
+  pipeweave host --capacity 2 --prefetch 64
+                                     short tasks: two run at a time, 64 more wait on the host
+                                     so a slot never idles for a dispatch round trip
 
 The host registers itself with the orchestrator, fetches each module by its
 code hash the first time it needs it (then runs it from its compiled
@@ -49,6 +52,13 @@ pub(crate) struct HostArgs {
     /// Attempts to run at once. Default: the number of CPUs.
     #[arg(long, env = "PIPEWEAVE_HOST_CAPACITY")]
     capacity: Option<usize>,
+    /// Dispatches to accept beyond --capacity and hold until a slot frees.
+    /// Held attempts count as running on the orchestrator and start without
+    /// waiting for the next claim and dispatch, which keeps the slots busy
+    /// when tasks are short. Leave it at 0 when tasks are long and other
+    /// hosts could take the work sooner.
+    #[arg(long, env = "PIPEWEAVE_HOST_PREFETCH", default_value_t = 0)]
+    prefetch: usize,
     /// This host's id. Default: host-<port>.
     #[arg(long, env = "PIPEWEAVE_HOST_ID")]
     host_id: Option<String>,
@@ -120,6 +130,12 @@ pub(crate) async fn run(args: HostArgs) -> Result<u8, CommandError> {
             "--capacity must be at least 1"
         )));
     }
+    if capacity.saturating_add(args.prefetch) > i32::MAX as usize {
+        return Err(CommandError::usage(anyhow::anyhow!(
+            "--capacity plus --prefetch must be at most {}",
+            i32::MAX
+        )));
+    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))
@@ -142,11 +158,12 @@ pub(crate) async fn run(args: HostArgs) -> Result<u8, CommandError> {
             .host_id
             .unwrap_or_else(|| format!("host-{}", address.port())),
         capacity,
+        prefetch: args.prefetch,
         api_key: args.api_key.filter(|key| !key.is_empty()),
         secret_key,
         secrets,
     };
-    tracing::info!(%address, capacity, host_id = %config.host_id, secrets = config.secrets.len(), "host started");
+    tracing::info!(%address, capacity, prefetch = config.prefetch, host_id = %config.host_id, secrets = config.secrets.len(), "host started");
     println!("listening on http://{address}");
     pipeweave_host::server::serve(listener, Arc::new(runner), config, super::stop_signal())
         .await

@@ -628,6 +628,43 @@ async fn a_queued_run_and_a_spinning_run_on_a_host_are_each_cancelled_within_a_s
     Ok(())
 }
 
+/// A host with one slot and a prefetch of one holds the second attempt
+/// while the first runs; it starts the moment the slot frees, reports that
+/// start, and is timed from it: each run sleeps 4 s under the task's 5 s
+/// timeout, so the held one ends about 8 s after its claim, past the
+/// deadline and grace that the claim alone would have set (7 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefetching_host_holds_an_attempt_and_times_it_from_its_real_start() -> Result<()> {
+    let database_url = database();
+    let orchestrator = orchestrator(&database_url, 0);
+    register(&orchestrator.url, "misbehave");
+    let _host = host_with_args(&orchestrator.url, "host-held", 1, &["--prefetch", "1"]);
+    let sleep = json!({ "mode": "sleep", "ms": 4000 });
+    let first = enqueue(&orchestrator.url, "misbehave", sleep.clone()).await?;
+    wait_running(&orchestrator.url, &first).await?;
+    let held = enqueue(&orchestrator.url, "misbehave", sleep).await?;
+    // Dispatched to the host at once, though its only slot is taken.
+    wait_running(&orchestrator.url, &held).await?;
+    let first = wait_final(&orchestrator.url, &first, Duration::from_secs(30)).await?;
+    assert_eq!(first["status"], "succeeded", "{first}");
+    let held = wait_final(&orchestrator.url, &held, Duration::from_secs(30)).await?;
+    assert_eq!(held["status"], "succeeded", "{held}");
+    assert_eq!(
+        held["attempts"].as_array().map(Vec::len),
+        Some(1),
+        "no timeout, no retry: {held}"
+    );
+    let started = |run: &Value| {
+        chrono::DateTime::parse_from_rfc3339(run["startedAt"].as_str().unwrap_or_default())
+    };
+    let waited = started(&held)? - started(&first)?;
+    assert!(
+        waited >= chrono::Duration::milliseconds(3500),
+        "the held attempt's start is when its slot freed, {waited} after the first's"
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_an_api_key_register_and_host_send_it_and_a_task_runs() -> Result<()> {
     const KEY: &str = "0123456789abcdef-host-key";

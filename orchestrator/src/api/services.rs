@@ -167,12 +167,15 @@ async fn register_host(
         .ok()
         .filter(|c| *c > 0)
         .ok_or_else(|| ApiError::invalid("capacity", "must be between 1 and 2147483647"))?;
+    let prefetch = i32::try_from(host.prefetch)
+        .map_err(|_| ApiError::invalid("prefetch", "must be between 0 and 2147483647"))?;
     let url = host.url.trim_end_matches('/');
     storage::hosts::upsert(
         &state.pool,
         &host.host_id,
         url,
         capacity,
+        prefetch,
         chrono::Utc::now(),
     )
     .await?;

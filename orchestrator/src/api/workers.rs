@@ -145,11 +145,14 @@ async fn record_heartbeat(
     }
     let current = storage::runs::heartbeat(
         &state.pool,
-        run_id.0,
-        attempt,
-        token,
-        beat.progress.map(i16::from),
-        beat.message.as_deref(),
+        storage::runs::Beat {
+            run_id: run_id.0,
+            attempt,
+            attempt_token: token,
+            progress: beat.progress.map(i16::from),
+            message: beat.message.as_deref(),
+            started: beat.started,
+        },
         chrono::Utc::now(),
     )
     .await?;

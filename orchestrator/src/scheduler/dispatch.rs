@@ -176,12 +176,14 @@ async fn read_targets(state: &crate::api::AppState) -> crate::Result<Vec<Target>
     if !hosts.is_empty() {
         let wasm_tasks = storage::tasks::wasm_task_ids(pool).await?;
         for host in hosts {
+            // Running slots and held dispatches alike.
+            let capacity = host.accepts();
             targets.push(Target {
                 id: host.id,
                 url: host.url,
                 is_host: true,
                 task_ids: wasm_tasks.clone(),
-                capacity: i64::from(host.capacity),
+                capacity,
             });
         }
     }

@@ -115,6 +115,11 @@ fn pool_with_settings(
 /// detail, so it gets the chance first.
 pub const TIMEOUT_GRACE: Duration = Duration::from_secs(2);
 
+// A host reports the real start of an attempt it held only after this long
+// a wait; shorter waits must fit in the grace.
+const _: () =
+    assert!(TIMEOUT_GRACE.as_millis() > pipeweave_protocol::wire::START_REPORT_AFTER_MS as u128);
+
 /// Most overdue attempts handled per watch round.
 const WATCH_BATCH: i64 = 500;
 

@@ -9,15 +9,18 @@ pub async fn upsert(
     id: &str,
     url: &str,
     capacity: i32,
+    prefetch: i32,
     now: DateTime<Utc>,
 ) -> sqlx::Result<()> {
     sqlx::query!(
-        "insert into hosts (id, url, capacity, registered_at, last_seen_at) values ($1, $2, $3, $4, $4)
+        "insert into hosts (id, url, capacity, prefetch, registered_at, last_seen_at)
+         values ($1, $2, $3, $4, $5, $5)
          on conflict (id) do update set url = excluded.url, capacity = excluded.capacity,
-             last_seen_at = excluded.last_seen_at",
+             prefetch = excluded.prefetch, last_seen_at = excluded.last_seen_at",
         id,
         url,
         capacity,
+        prefetch,
         now
     )
     .execute(pool)
@@ -34,13 +37,22 @@ pub struct LiveHost {
     pub url: String,
     /// Attempts it runs at once.
     pub capacity: i32,
+    /// Dispatches it holds beyond `capacity` until a slot frees.
+    pub prefetch: i32,
+}
+
+impl LiveHost {
+    /// The most attempts it may have at once: running or held.
+    pub fn accepts(&self) -> i64 {
+        i64::from(self.capacity) + i64::from(self.prefetch)
+    }
 }
 
 /// Hosts heard from since `since`.
 pub async fn live(pool: &PgPool, since: DateTime<Utc>) -> sqlx::Result<Vec<LiveHost>> {
     sqlx::query_as!(
         LiveHost,
-        "select h.id, h.url, h.capacity from hosts h where h.last_seen_at >= $1 order by h.id",
+        "select h.id, h.url, h.capacity, h.prefetch from hosts h where h.last_seen_at >= $1 order by h.id",
         since
     )
     .fetch_all(pool)

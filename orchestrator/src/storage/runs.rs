@@ -540,27 +540,42 @@ pub async fn cancel(
     .await
 }
 
+/// A heartbeat of a run's current attempt.
+#[derive(Debug, Clone, Copy)]
+pub struct Beat<'a> {
+    /// The run.
+    pub run_id: Uuid,
+    /// The attempt that sent it.
+    pub attempt: i32,
+    /// Its token.
+    pub attempt_token: Uuid,
+    /// Progress, 0 to 100, if given.
+    pub progress: Option<i16>,
+    /// What the task is doing now, if given.
+    pub message: Option<&'a str>,
+    /// The attempt waited on its host for a slot and starts now: its
+    /// timeout counts from `now` (`started_at` moves to `now`, and the
+    /// deadline with it).
+    pub started: bool,
+}
+
 /// Records a heartbeat (and progress, if given) of a run's current
-/// attempt. Returns whether the attempt was current.
-pub async fn heartbeat(
-    pool: &PgPool,
-    run_id: Uuid,
-    attempt: i32,
-    attempt_token: Uuid,
-    progress: Option<i16>,
-    message: Option<&str>,
-    now: DateTime<Utc>,
-) -> sqlx::Result<bool> {
+/// attempt at `now`. Returns whether the attempt was current.
+pub async fn heartbeat(pool: &PgPool, beat: Beat<'_>, now: DateTime<Utc>) -> sqlx::Result<bool> {
     let updated = sqlx::query!(
         "update runs set heartbeat_at = $4, progress = coalesce($5, progress),
-             progress_message = coalesce($6, progress_message)
+             progress_message = coalesce($6, progress_message),
+             deadline_at = case when $7::boolean then $4::timestamptz + (deadline_at - started_at)
+                                else deadline_at end,
+             started_at = case when $7::boolean then $4::timestamptz else started_at end
          where id = $1 and state = 'running' and attempt = $2 and attempt_token = $3",
-        run_id,
-        attempt,
-        attempt_token,
+        beat.run_id,
+        beat.attempt,
+        beat.attempt_token,
         now,
-        progress,
-        message
+        beat.progress,
+        beat.message,
+        beat.started
     )
     .execute(pool)
     .await?;

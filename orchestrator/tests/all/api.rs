@@ -874,6 +874,94 @@ async fn a_batch_to_an_unreachable_host_fails_each_attempt_and_takes_the_host_ou
     Ok(())
 }
 
+/// A host that registers a prefetch gets up to capacity + prefetch
+/// attempts in flight; a prefetch out of range is refused by name.
+#[tokio::test]
+async fn a_host_with_a_prefetch_is_sent_its_capacity_plus_its_prefetch() -> Result<()> {
+    let orchestrator = TestOrchestrator::start(Mode::Serverless).await?;
+    let hash = orchestrator.upload_module(b"a module").await?;
+    let service = json!({ "serviceId": "wasm", "tasks": [{ "id": "download", "codeHash": hash }] });
+    let (status, answer) = orchestrator.post("/api/register", &service).await?;
+    ensure!(status == 200, "{answer}");
+    for (prefetch, why) in [
+        (json!(3_000_000_000_u64), "above i32"),
+        (json!(-1), "negative"),
+        (json!("4"), "a string"),
+    ] {
+        let host = json!({ "hostId": "host-p", "url": "http://127.0.0.1:9", "capacity": 2, "prefetch": prefetch });
+        let (status, answer) = orchestrator.post("/api/hosts", &host).await?;
+        assert_eq!(
+            (status, answer["field"].clone()),
+            (400, json!("prefetch")),
+            "{why}: {answer}"
+        );
+    }
+    // Nothing listens on port 9: the dispatch fails, but the claim shows
+    // how many attempts the host was given.
+    let host =
+        json!({ "hostId": "host-p", "url": "http://127.0.0.1:9", "capacity": 2, "prefetch": 3 });
+    let (status, answer) = orchestrator.post("/api/hosts", &host).await?;
+    ensure!(status == 200, "{answer}");
+    for i in 0..8 {
+        orchestrator.enqueue("download", json!(i)).await?;
+    }
+    let (_, tick) = orchestrator.post("/api/tick", &json!({})).await?;
+    assert_eq!(tick["claimed"], 5, "capacity 2 + prefetch 3: {tick}");
+    Ok(())
+}
+
+/// A heartbeat with `started` (an attempt that waited on its host for a
+/// slot) moves the attempt's start and deadline to now, keeping its
+/// timeout; a plain heartbeat moves neither.
+#[tokio::test]
+async fn a_started_heartbeat_counts_the_timeout_from_the_real_start() -> Result<()> {
+    let orchestrator = TestOrchestrator::start(Mode::Serverless).await?;
+    orchestrator
+        .post("/api/register", &worker_registration("1.0.0", "a1"))
+        .await?;
+    let run_id = orchestrator.enqueue("download", json!({})).await?;
+    let claimed = pipeweave_orchestrator::storage::runs::claim(
+        &orchestrator.pool,
+        &["download".to_owned()],
+        10,
+        chrono::Utc::now(),
+        "host-p",
+        i64::MAX,
+    )
+    .await?;
+    ensure!(claimed.len() == 1, "{claimed:?}");
+    let id = claimed[0].id;
+    let token = claimed[0].attempt_token.to_string();
+    let times = || async {
+        sqlx::query_as::<_, (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)>(
+            "select started_at, deadline_at from runs where id = $1",
+        )
+        .bind(id)
+        .fetch_one(&orchestrator.pool)
+        .await
+    };
+    let (claimed_at, first_deadline) = times().await?;
+    let timeout = first_deadline - claimed_at;
+
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let beat = json!({ "runId": run_id, "attempt": 1, "attemptToken": token });
+    let (status, answer) = orchestrator.post("/api/heartbeat", &beat).await?;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(times().await?, (claimed_at, first_deadline), "a plain beat");
+
+    let mut started = beat.clone();
+    started["started"] = json!(true);
+    let (status, answer) = orchestrator.post("/api/heartbeat", &started).await?;
+    assert_eq!(status, 200, "{answer}");
+    let (started_at, deadline) = times().await?;
+    assert!(
+        started_at - claimed_at >= chrono::Duration::milliseconds(200),
+        "the start moved from {claimed_at} to {started_at}"
+    );
+    assert_eq!(deadline - started_at, timeout, "the timeout is kept");
+    Ok(())
+}
+
 #[tokio::test]
 async fn metrics_report_queue_depth_claims_dispatches_and_attempt_outcomes() -> Result<()> {
     let orchestrator = TestOrchestrator::start(Mode::Serverless).await?;
