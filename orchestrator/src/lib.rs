@@ -37,6 +37,7 @@ pub mod scheduler;
 pub mod shutdown;
 pub mod storage;
 
+use std::future::IntoFuture as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -100,9 +101,19 @@ pub fn app_state(pool: sqlx::PgPool, config: Config) -> Result<api::AppState> {
     })
 }
 
+/// How long in-flight requests and the scheduler's current round get to
+/// finish once shutdown begins. With a healthy database they take
+/// milliseconds; when the database stops answering they would wait for
+/// it, so after this the orchestrator stops anyway. Nothing is lost: an
+/// unanswered callback is sent again by its host or worker, and a claimed
+/// attempt whose dispatch was not sent is retried when its heartbeats do
+/// not come.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// Serves the API on `listener` and, in standalone mode, runs the
-/// scheduler and the heartbeat watch, until `shutdown`. Migrations must
-/// have been applied ([`storage::migrate`]).
+/// scheduler and the heartbeat watch, until `shutdown` (and then at most
+/// [`SHUTDOWN_GRACE`] more). Migrations must have been applied
+/// ([`storage::migrate`]).
 pub async fn serve(listener: TcpListener, state: api::AppState, shutdown: Shutdown) -> Result<()> {
     let mut background = Vec::new();
     if state.config.mode == Mode::Standalone {
@@ -116,10 +127,30 @@ pub async fn serve(listener: TcpListener, state: api::AppState, shutdown: Shutdo
     let stop = shutdown.clone();
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move { stop.wait().await })
-        .await
-        .map_err(Error::Serve);
-    for task in background {
-        let _ = task.await;
+        .into_future();
+    tokio::pin!(served);
+    // Set when shutdown begins; everything must have stopped by then.
+    let mut deadline = None;
+    let served = tokio::select! {
+        served = &mut served => served.map_err(Error::Serve),
+        () = shutdown.wait() => {
+            let stop_by = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+            deadline = Some(stop_by);
+            match tokio::time::timeout_at(stop_by, &mut served).await {
+                Ok(served) => served.map_err(Error::Serve),
+                Err(_) => {
+                    tracing::warn!(grace = ?SHUTDOWN_GRACE, "requests still in flight at the end of the shutdown grace; stopping without them");
+                    Ok(())
+                }
+            }
+        }
+    };
+    let deadline = deadline.unwrap_or_else(|| tokio::time::Instant::now() + SHUTDOWN_GRACE);
+    for mut task in background {
+        if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "a scheduler loop was still busy at the end of the shutdown grace; stopping it");
+            task.abort();
+        }
     }
     served
 }

@@ -4,9 +4,9 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A running server process; killed (SIGKILL) and reaped on drop.
 #[derive(Debug)]
@@ -126,6 +126,24 @@ impl Server {
     /// Its resident memory now and at its peak.
     pub fn memory(&self) -> std::io::Result<Memory> {
         Memory::of(self.pid())
+    }
+
+    /// Sends SIGTERM, as a service manager stopping it would, and waits up
+    /// to `patience` for it to exit; `None` if it has not.
+    pub fn terminate(&mut self, patience: Duration) -> std::io::Result<Option<ExitStatus>> {
+        Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()?;
+        let deadline = Instant::now() + patience;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(Some(status));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Kills the process with SIGKILL, as a crash would.

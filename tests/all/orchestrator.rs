@@ -665,6 +665,102 @@ async fn a_prefetching_host_holds_an_attempt_and_times_it_from_its_real_start() 
     Ok(())
 }
 
+/// A TCP proxy to `target` that forwards both ways until `frozen` is set,
+/// and from then on holds every byte without closing anything: a database
+/// that stopped answering.
+async fn freezable_proxy(
+    target: std::net::SocketAddr,
+) -> Result<(std::net::SocketAddr, Arc<std::sync::atomic::AtomicBool>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = frozen.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                continue;
+            };
+            let (client_read, client_write) = client.into_split();
+            let (server_read, server_write) = server.into_split();
+            tokio::spawn(forward(client_read, server_write, flag.clone()));
+            tokio::spawn(forward(server_read, client_write, flag.clone()));
+        }
+    });
+    Ok((address, frozen))
+}
+
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    frozen: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buffer = vec![0; 64 * 1024];
+    while let Ok(n) = from.read(&mut buffer).await {
+        if n == 0 {
+            return;
+        }
+        while frozen.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if to.write_all(&buffer[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// SIGTERM stops the orchestrator within its shutdown grace even when the
+/// database stops answering mid-request: the request and the scheduler's
+/// round would otherwise wait for it forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_orchestrator_stops_within_its_grace_when_the_database_stops_answering() -> Result<()> {
+    let mut url = reqwest::Url::parse(&database())?;
+    let host = url
+        .host_str()
+        .context("no host in the database URL")?
+        .to_owned();
+    let target = tokio::net::lookup_host((host.as_str(), url.port().unwrap_or(5432)))
+        .await?
+        .next()
+        .context("the database host does not resolve")?;
+    let (proxy, frozen) = freezable_proxy(target).await?;
+    url.set_host(Some("127.0.0.1"))?;
+    url.set_port(Some(proxy.port()))
+        .map_err(|()| anyhow::anyhow!("cannot set the port"))?;
+    let mut orchestrator = orchestrator(url.as_str(), 0);
+    let status = client()
+        .get(format!("{}/api/queue/status", orchestrator.url))
+        .send()
+        .await?
+        .status();
+    ensure!(status.is_success(), "before the freeze: {status}");
+
+    frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+    let hanging = tokio::spawn(
+        client()
+            .get(format!("{}/api/queue/status", orchestrator.url))
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ensure!(
+        !hanging.is_finished(),
+        "the request did not wait for the database"
+    );
+    let grace = pipeweave_orchestrator::SHUTDOWN_GRACE;
+    let started = std::time::Instant::now();
+    let exit = tokio::task::block_in_place(|| orchestrator.terminate(grace * 3))?;
+    let took = started.elapsed();
+    hanging.abort();
+    frozen.store(false, std::sync::atomic::Ordering::SeqCst);
+    let exit = exit.with_context(|| format!("still running {took:?} after SIGTERM"))?;
+    assert!(exit.success(), "{exit}");
+    assert!(
+        took < grace + Duration::from_secs(2),
+        "stopped {took:?} after SIGTERM; the grace is {grace:?}"
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_an_api_key_register_and_host_send_it_and_a_task_runs() -> Result<()> {
     const KEY: &str = "0123456789abcdef-host-key";
