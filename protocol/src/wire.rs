@@ -309,7 +309,8 @@ pub struct Heartbeat {
     /// [`HostRegistration::prefetch`]) and starts running now: the
     /// orchestrator counts the attempt's timeout from this heartbeat
     /// instead of from the claim. A host sends it once, and only after a
-    /// wait of at least [`START_REPORT_AFTER_MS`].
+    /// wait of at least [`START_REPORT_AFTER_MS`]; from a plain HTTP
+    /// worker it is ignored (the attempt's timeout counts from its claim).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub started: bool,
 }

@@ -555,7 +555,9 @@ pub struct Beat<'a> {
     pub message: Option<&'a str>,
     /// The attempt waited on its host for a slot and starts now: its
     /// timeout counts from `now` (`started_at` moves to `now`, and the
-    /// deadline with it).
+    /// deadline with it). Honoured only for an attempt on a PipeWeave
+    /// host, which shares the deployment's secret and sends it once; a
+    /// plain HTTP worker could otherwise keep pushing its deadline back.
     pub started: bool,
 }
 
@@ -565,9 +567,11 @@ pub async fn heartbeat(pool: &PgPool, beat: Beat<'_>, now: DateTime<Utc>) -> sql
     let updated = sqlx::query!(
         "update runs set heartbeat_at = $4, progress = coalesce($5, progress),
              progress_message = coalesce($6, progress_message),
-             deadline_at = case when $7::boolean then $4::timestamptz + (deadline_at - started_at)
+             deadline_at = case when $7::boolean and target in (select id from hosts)
+                                then $4::timestamptz + (deadline_at - started_at)
                                 else deadline_at end,
-             started_at = case when $7::boolean then $4::timestamptz else started_at end
+             started_at = case when $7::boolean and target in (select id from hosts)
+                               then $4::timestamptz else started_at end
          where id = $1 and state = 'running' and attempt = $2 and attempt_token = $3",
         beat.run_id,
         beat.attempt,

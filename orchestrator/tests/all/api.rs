@@ -910,55 +910,79 @@ async fn a_host_with_a_prefetch_is_sent_its_capacity_plus_its_prefetch() -> Resu
     Ok(())
 }
 
-/// A heartbeat with `started` (an attempt that waited on its host for a
-/// slot) moves the attempt's start and deadline to now, keeping its
-/// timeout; a plain heartbeat moves neither.
+/// A heartbeat with `started` from a host (an attempt that waited there
+/// for a slot) moves the attempt's start and deadline to now, keeping its
+/// timeout; a plain heartbeat moves neither, and neither does `started`
+/// from a plain HTTP worker, which could otherwise push its deadline back
+/// forever.
 #[tokio::test]
-async fn a_started_heartbeat_counts_the_timeout_from_the_real_start() -> Result<()> {
+async fn a_started_heartbeat_from_a_host_counts_the_timeout_from_the_real_start() -> Result<()> {
     let orchestrator = TestOrchestrator::start(Mode::Serverless).await?;
     orchestrator
         .post("/api/register", &worker_registration("1.0.0", "a1"))
         .await?;
-    let run_id = orchestrator.enqueue("download", json!({})).await?;
-    let claimed = pipeweave_orchestrator::storage::runs::claim(
-        &orchestrator.pool,
-        &["download".to_owned()],
-        10,
-        chrono::Utc::now(),
-        "host-p",
-        i64::MAX,
-    )
-    .await?;
-    ensure!(claimed.len() == 1, "{claimed:?}");
-    let id = claimed[0].id;
-    let token = claimed[0].attempt_token.to_string();
-    let times = || async {
-        sqlx::query_as::<_, (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)>(
-            "select started_at, deadline_at from runs where id = $1",
+    let host = json!({ "hostId": "host-p", "url": "http://127.0.0.1:9", "capacity": 1 });
+    let (status, answer) = orchestrator.post("/api/hosts", &host).await?;
+    ensure!(status == 200, "{answer}");
+    let mut attempts = Vec::new();
+    for target in ["host-p", "docs"] {
+        let run_id = orchestrator.enqueue("download", json!({})).await?;
+        let claimed = pipeweave_orchestrator::storage::runs::claim(
+            &orchestrator.pool,
+            &["download".to_owned()],
+            1,
+            chrono::Utc::now(),
+            target,
+            i64::MAX,
         )
-        .bind(id)
-        .fetch_one(&orchestrator.pool)
-        .await
+        .await?;
+        ensure!(claimed.len() == 1, "{claimed:?}");
+        attempts.push((run_id, claimed[0].id, claimed[0].attempt_token.to_string()));
+    }
+    let times = |id: uuid::Uuid| {
+        let pool = orchestrator.pool.clone();
+        async move {
+            sqlx::query_as::<_, (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)>(
+                "select started_at, deadline_at from runs where id = $1",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+        }
     };
-    let (claimed_at, first_deadline) = times().await?;
-    let timeout = first_deadline - claimed_at;
-
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let beat = json!({ "runId": run_id, "attempt": 1, "attemptToken": token });
-    let (status, answer) = orchestrator.post("/api/heartbeat", &beat).await?;
-    assert_eq!(status, 200, "{answer}");
-    assert_eq!(times().await?, (claimed_at, first_deadline), "a plain beat");
+    let beat = |run_id: &str, token: &str, started: bool| json!({ "runId": run_id, "attempt": 1, "attemptToken": token, "started": started });
 
-    let mut started = beat.clone();
-    started["started"] = json!(true);
-    let (status, answer) = orchestrator.post("/api/heartbeat", &started).await?;
+    let (run_id, id, token) = &attempts[0];
+    let (claimed_at, first_deadline) = times(*id).await?;
+    let timeout = first_deadline - claimed_at;
+    let (status, answer) = orchestrator
+        .post("/api/heartbeat", &beat(run_id, token, false))
+        .await?;
     assert_eq!(status, 200, "{answer}");
-    let (started_at, deadline) = times().await?;
+    assert_eq!(
+        times(*id).await?,
+        (claimed_at, first_deadline),
+        "a plain beat"
+    );
+    let (status, answer) = orchestrator
+        .post("/api/heartbeat", &beat(run_id, token, true))
+        .await?;
+    assert_eq!(status, 200, "{answer}");
+    let (started_at, deadline) = times(*id).await?;
     assert!(
         started_at - claimed_at >= chrono::Duration::milliseconds(200),
         "the start moved from {claimed_at} to {started_at}"
     );
     assert_eq!(deadline - started_at, timeout, "the timeout is kept");
+
+    let (run_id, id, token) = &attempts[1];
+    let before = times(*id).await?;
+    let (status, answer) = orchestrator
+        .post("/api/heartbeat", &beat(run_id, token, true))
+        .await?;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(times(*id).await?, before, "`started` from a worker");
     Ok(())
 }
 
