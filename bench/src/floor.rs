@@ -31,7 +31,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
 use crate::pgbench;
-use crate::queue::{drop_empty_database, empty_database, settle};
+use crate::queue::{drop_database, empty_database, settle};
 
 /// Batch sizes of the floor: PipeWeave's default claim batch and
 /// graphile-worker tuned's `localQueue` size.
@@ -117,8 +117,7 @@ pub(crate) async fn drain(
         anyhow::Ok(jobs as f64 / outcome.seconds())
     }
     .await;
-    pool.close().await;
-    drop_empty_database(admin, name).await?;
+    drop_database(admin, pool, name).await?;
     drained
 }
 

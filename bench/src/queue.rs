@@ -231,17 +231,6 @@ impl Round {
     }
 }
 
-/// `items` starting at `round` modulo their number, so that consecutive
-/// rounds run them in different orders.
-fn rotated<T>(items: &[T], round: usize) -> impl Iterator<Item = &T> {
-    let start = if items.is_empty() {
-        0
-    } else {
-        round % items.len()
-    };
-    items[start..].iter().chain(&items[..start])
-}
-
 /// The queue scenario: returns the raw rows and the summary.
 pub(crate) fn queue(rounds: usize, settings: &Settings) -> anyhow::Result<Outcome> {
     ensure!(settings.batch > 0, "--batch must be at least 1");
@@ -320,7 +309,6 @@ pub(crate) fn queue(rounds: usize, settings: &Settings) -> anyhow::Result<Outcom
                 }))
                 .collect::<Vec<_>>()
         );
-        let l = &round.latency;
         row["floor"] = json!(
             round
                 .floors
@@ -332,6 +320,7 @@ pub(crate) fn queue(rounds: usize, settings: &Settings) -> anyhow::Result<Outcom
                 }))
                 .collect::<Vec<_>>()
         );
+        let l = &round.latency;
         row["latencyP50Ms"] = json!(millis(l.p50));
         row["latencyP99Ms"] = json!(millis(l.p99));
         row["latencyMaxMs"] = json!(millis(l.max));
@@ -424,7 +413,9 @@ async fn measure(
             let mut floors = Vec::new();
             let top = settings.top_clients();
             // Each batch size in one order in odd rounds, the other in even.
-            for (batch, floor_script) in rotated(&floor_scripts, round) {
+            let mut order = floor_scripts.clone();
+            order.rotate_left(round % floor_scripts.len().max(1));
+            for (batch, floor_script) in &order {
                 let name = format!("bench_floor_{batch}_{}", round + 1);
                 let jobs = settings.runs.div_ceil(*batch as usize * top) * *batch as usize * top;
                 let rate =
@@ -474,11 +465,7 @@ async fn measure(
 /// Drops and creates database `name`, empty (a peer or the minimal queue
 /// creates its own schema; an orchestrator migrates its own).
 pub(crate) async fn empty_database(admin: &PgPool, name: &str) -> anyhow::Result<()> {
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "drop database if exists {name} with (force)"
-    )))
-    .execute(admin)
-    .await?;
+    drop_empty_database(admin, name).await?;
     sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
         .execute(admin)
         .await?;
@@ -600,14 +587,7 @@ pub(crate) async fn fresh_database(
     connections: u32,
     db_settings: &[String],
 ) -> anyhow::Result<PgPool> {
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "drop database if exists {name} with (force)"
-    )))
-    .execute(admin)
-    .await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
-        .execute(admin)
-        .await?;
+    empty_database(admin, name).await?;
     for setting in db_settings {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "alter database {name} set {setting}"
@@ -654,14 +634,10 @@ pub(crate) async fn fresh_database(
     Ok(pool)
 }
 
-async fn drop_database(admin: &PgPool, pool: PgPool, name: &str) -> anyhow::Result<()> {
+/// Closes `pool` and drops its database `name`.
+pub(crate) async fn drop_database(admin: &PgPool, pool: PgPool, name: &str) -> anyhow::Result<()> {
     pool.close().await;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "drop database if exists {name} with (force)"
-    )))
-    .execute(admin)
-    .await?;
-    Ok(())
+    drop_empty_database(admin, name).await
 }
 
 /// Enqueues `n` no-op runs in bulk; returns the time it took.

@@ -39,7 +39,7 @@ use sqlx::postgres::PgPoolOptions;
 
 use crate::pgbench;
 use crate::queue::successes;
-use crate::queue::{TASK, drain, fresh_database, settle};
+use crate::queue::{TASK, drain, drop_database, fresh_database, settle};
 use crate::stats::{Line, Outcome, machine, percentile};
 
 /// The scenario's settings.
@@ -480,13 +480,7 @@ async fn measure(
         }
     }
     for (size, pool) in pools {
-        pool.close().await;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "drop database if exists {} with (force)",
-            database(size)
-        )))
-        .execute(&admin)
-        .await?;
+        drop_database(&admin, pool, &database(size)).await?;
     }
     admin.close().await;
     Ok((server_version, fills, probes, burn_downs))
